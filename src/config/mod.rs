@@ -1,0 +1,658 @@
+//! Configuration: the only place the config file is read.
+//!
+//! `Config::load` parses the TOML once at start, validates every key and compiles it into the
+//! types the rest of the gateway uses, so nothing is parsed or defaulted on the request path.
+//! Every error names the file, the key and what is wrong with it.
+
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use raw::RawConfig;
+
+/// A config problem, phrased for the operator who has to fix the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// Signature algorithms a response may use, as XML-DSig URIs.
+pub const RSA_SHA1: &str = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
+pub const SHA1_DIGEST: &str = "http://www.w3.org/2000/09/xmldsig#sha1";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, for messages.
+    pub file: PathBuf,
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub store_path: PathBuf,
+    pub session: SessionConfig,
+    pub sp: SpConfig,
+    pub idp: IdpConfig,
+    pub attributes: AttributeMap,
+    pub provisioning: ProvisioningPolicy,
+    pub headers: HeaderNames,
+    pub admin_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Scheme, host and port as browsers see them, without a trailing slash. Every SAML URL
+    /// and every redirect is built from this, never from request headers (case S23).
+    pub public_url: String,
+    pub https: bool,
+    pub tls: Option<TlsFiles>,
+    pub threads: usize,
+    pub grace_period_seconds: u64,
+    /// Reserved prefix for the gateway's own endpoints, e.g. `/_saml`.
+    pub sp_path_prefix: String,
+    /// Path prefixes served without a login (identity headers are still stripped).
+    pub public_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `host:port` to connect to.
+    pub address: String,
+    pub tls: bool,
+    /// Host name for SNI and certificate checks when `tls` is set.
+    pub host: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    /// Cookie that binds a pending login to the browser that started it.
+    pub state_cookie_name: String,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub max_cached: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpConfig {
+    pub entity_id: String,
+    pub acs_url: String,
+    pub metadata_url: String,
+    pub login_url: String,
+    pub logout_url: String,
+    /// How long an AuthnRequest stays answerable.
+    pub login_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdpConfig {
+    pub metadata_file: PathBuf,
+    /// Allowed SignatureMethod and DigestMethod URIs.
+    pub allowed_algorithms: Vec<String>,
+    pub allow_sha1: bool,
+    pub clock_skew: Duration,
+    pub max_issue_delay: Duration,
+}
+
+/// Candidate SAML attribute names for each user field, first match wins.
+#[derive(Debug, Clone)]
+pub struct AttributeMap {
+    /// Empty: the NameID is the username.
+    pub username: Vec<String>,
+    pub email: Vec<String>,
+    pub display_name: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProvisioningPolicy {
+    pub reactivate_inactive: bool,
+    pub default_groups: Vec<String>,
+    pub sync_groups: bool,
+    /// Whom a refused user should ask; shown on the 403 page.
+    pub contact: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderNames {
+    pub user: String,
+    pub email: String,
+    pub display_name: String,
+    pub groups: String,
+    /// Every name removed from client requests, normalised (lowercase, `_` as `-`).
+    pub strip_normalised: Vec<String>,
+}
+
+/// Lowercase and `_` -> `-`: the form in which two spellings of one header compare equal.
+/// Some servers (CGI, PHP, some WSGI stacks) treat `X_Auth_User` as `X-Auth-User`.
+pub fn normalise_header_name(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '_' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+const DEFAULT_ALGORITHMS: &[&str] = &[
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
+    "http://www.w3.org/2001/04/xmlenc#sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#sha384",
+    "http://www.w3.org/2001/04/xmlenc#sha512",
+];
+
+/// Short names accepted in `idp.allowed_signature_algorithms`.
+fn algorithm_uris(short: &str) -> Option<&'static [&'static str]> {
+    Some(match short {
+        "rsa-sha256" => &["http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"],
+        "rsa-sha384" => &["http://www.w3.org/2001/04/xmldsig-more#rsa-sha384"],
+        "rsa-sha512" => &["http://www.w3.org/2001/04/xmldsig-more#rsa-sha512"],
+        "ecdsa-sha256" => &["http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"],
+        "ecdsa-sha384" => &["http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384"],
+        "ecdsa-sha512" => &["http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512"],
+        "sha256" => &["http://www.w3.org/2001/04/xmlenc#sha256"],
+        "sha384" => &["http://www.w3.org/2001/04/xmldsig-more#sha384"],
+        "sha512" => &["http://www.w3.org/2001/04/xmlenc#sha512"],
+        _ => return None,
+    })
+}
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Parse config text; `file` names it in messages and anchors relative paths.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        Self::from_raw(file, raw)
+    }
+
+    fn from_raw(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            message,
+        };
+        let base = file.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        // [server]
+        let listen_text = raw.server.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!("`{listen_text}` is not an address:port like 127.0.0.1:8080"),
+            )
+        })?;
+        let public_url = raw.server.public_url.ok_or_else(|| {
+            invalid(
+                "server.public_url",
+                "is required: the URL users type, like https://app.example.com".into(),
+            )
+        })?;
+        let public_url = public_url.trim_end_matches('/').to_string();
+        let https = if public_url.starts_with("https://") {
+            true
+        } else if public_url.starts_with("http://") {
+            false
+        } else {
+            return Err(invalid(
+                "server.public_url",
+                format!("`{public_url}` must start with https:// or http://"),
+            ));
+        };
+        let after_scheme = public_url.split_once("://").map(|x| x.1).unwrap_or("");
+        if after_scheme.is_empty() || after_scheme.contains('/') || after_scheme.contains('?') {
+            return Err(invalid(
+                "server.public_url",
+                format!("`{public_url}` must be scheme://host[:port] with no path"),
+            ));
+        }
+        let tls = match (raw.server.tls_cert, raw.server.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: resolve(&cert),
+                    key: resolve(&key),
+                };
+                check_tls_files(&files).map_err(|m| invalid("server.tls_cert", m))?;
+                Some(files)
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.tls_key",
+                    "is required when server.tls_cert is set".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.tls_cert",
+                    "is required when server.tls_key is set".into(),
+                ))
+            }
+        };
+        let threads = raw.server.threads.unwrap_or(2);
+        if threads == 0 || threads > 256 {
+            return Err(invalid(
+                "server.threads",
+                format!("{threads} is not between 1 and 256"),
+            ));
+        }
+        let prefix = raw.server.sp_path_prefix.unwrap_or_else(|| "/_saml".into());
+        let prefix = prefix.trim_end_matches('/').to_string();
+        if !prefix.starts_with('/')
+            || prefix.len() < 2
+            || !prefix[1..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        {
+            return Err(invalid(
+                "server.sp_path_prefix",
+                format!("`{prefix}` must be a path like /_saml (letters, digits, - _ . /)"),
+            ));
+        }
+        for p in &raw.server.public_paths {
+            if !p.starts_with('/') {
+                return Err(invalid(
+                    "server.public_paths",
+                    format!("`{p}` must start with /"),
+                ));
+            }
+            if p.starts_with(&prefix) {
+                return Err(invalid(
+                    "server.public_paths",
+                    format!("`{p}` lies under the reserved prefix {prefix}"),
+                ));
+            }
+        }
+
+        // [upstream]
+        let upstream_url = raw.upstream.url.ok_or_else(|| {
+            invalid(
+                "upstream.url",
+                "is required, like http://127.0.0.1:3000".into(),
+            )
+        })?;
+        let upstream = parse_upstream(&upstream_url).map_err(|m| invalid("upstream.url", m))?;
+
+        // [store]
+        let store_path = resolve(raw.store.path.as_deref().unwrap_or("samlgate.redb"));
+
+        // [session]
+        let cookie_name = raw
+            .session
+            .cookie_name
+            .unwrap_or_else(|| "samlgate_session".into());
+        if cookie_name.is_empty()
+            || !cookie_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                "session.cookie_name",
+                format!("`{cookie_name}` must be letters, digits, _ or -"),
+            ));
+        }
+        let idle = raw.session.idle_timeout_seconds.unwrap_or(3600);
+        let absolute = raw.session.absolute_timeout_seconds.unwrap_or(8 * 3600);
+        if idle < 60 {
+            return Err(invalid(
+                "session.idle_timeout_seconds",
+                format!("{idle} is below the minimum of 60"),
+            ));
+        }
+        if absolute < idle {
+            return Err(invalid(
+                "session.absolute_timeout_seconds",
+                format!("{absolute} is shorter than session.idle_timeout_seconds ({idle})"),
+            ));
+        }
+        let session = SessionConfig {
+            state_cookie_name: format!("{cookie_name}_state"),
+            cookie_name,
+            idle_timeout: Duration::from_secs(idle),
+            absolute_timeout: Duration::from_secs(absolute),
+            max_cached: raw.session.max_cached.unwrap_or(1_000_000),
+        };
+
+        // [sp]
+        let sp_base = format!("{public_url}{prefix}");
+        let login_timeout = raw.sp.login_timeout_seconds.unwrap_or(600);
+        if !(30..=3600).contains(&login_timeout) {
+            return Err(invalid(
+                "sp.login_timeout_seconds",
+                format!("{login_timeout} is not between 30 and 3600"),
+            ));
+        }
+        let sp = SpConfig {
+            entity_id: raw
+                .sp
+                .entity_id
+                .unwrap_or_else(|| format!("{sp_base}/metadata")),
+            acs_url: format!("{sp_base}/acs"),
+            metadata_url: format!("{sp_base}/metadata"),
+            login_url: format!("{sp_base}/login"),
+            logout_url: format!("{sp_base}/logout"),
+            login_timeout: Duration::from_secs(login_timeout),
+        };
+
+        // [idp]
+        let metadata_file = raw.idp.metadata_file.ok_or_else(|| {
+            invalid(
+                "idp.metadata_file",
+                "is required: the IdP's SAML metadata XML".into(),
+            )
+        })?;
+        let metadata_file = resolve(&metadata_file);
+        let allow_sha1 = raw.idp.allow_sha1.unwrap_or(false);
+        let mut allowed_algorithms: Vec<String> = match raw.idp.allowed_signature_algorithms {
+            None => DEFAULT_ALGORITHMS.iter().map(|s| s.to_string()).collect(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for name in &list {
+                    let uris = algorithm_uris(name).ok_or_else(|| {
+                        invalid(
+                            "idp.allowed_signature_algorithms",
+                            format!("unknown algorithm `{name}` (known: rsa-sha256, rsa-sha384, rsa-sha512, ecdsa-sha256, ecdsa-sha384, ecdsa-sha512, sha256, sha384, sha512; SHA-1 only through idp.allow_sha1)"),
+                        )
+                    })?;
+                    out.extend(uris.iter().map(|s| s.to_string()));
+                }
+                out
+            }
+        };
+        if allow_sha1 {
+            log::warn!(
+                "{}: idp.allow_sha1 = true: RSA-SHA1 signatures and SHA-1 digests are accepted; every such login is logged",
+                file.display()
+            );
+            allowed_algorithms.push(RSA_SHA1.into());
+            allowed_algorithms.push(SHA1_DIGEST.into());
+        }
+        let skew = raw.idp.clock_skew_seconds.unwrap_or(180);
+        if skew > 600 {
+            return Err(invalid(
+                "idp.clock_skew_seconds",
+                format!("{skew} is above the cap of 600"),
+            ));
+        }
+        let issue_delay = raw.idp.max_issue_delay_seconds.unwrap_or(300);
+        if !(10..=3600).contains(&issue_delay) {
+            return Err(invalid(
+                "idp.max_issue_delay_seconds",
+                format!("{issue_delay} is not between 10 and 3600"),
+            ));
+        }
+        let idp = IdpConfig {
+            metadata_file,
+            allowed_algorithms,
+            allow_sha1,
+            clock_skew: Duration::from_secs(skew),
+            max_issue_delay: Duration::from_secs(issue_delay),
+        };
+
+        // [attributes]
+        let a = raw.attributes;
+        let attributes = AttributeMap {
+            username: a.username.unwrap_or_default(),
+            email: a.email.unwrap_or_else(|| {
+                [
+                    "mail",
+                    "email",
+                    "urn:oid:0.9.2342.19200300.100.1.3",
+                    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+                ]
+                .map(String::from)
+                .to_vec()
+            }),
+            display_name: a.display_name.unwrap_or_else(|| {
+                [
+                    "displayName",
+                    "urn:oid:2.16.840.1.113730.3.1.241",
+                    "http://schemas.microsoft.com/identity/claims/displayname",
+                    "name",
+                ]
+                .map(String::from)
+                .to_vec()
+            }),
+            groups: a.groups.unwrap_or_else(|| {
+                [
+                    "groups",
+                    "memberOf",
+                    "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
+                    "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
+                ]
+                .map(String::from)
+                .to_vec()
+            }),
+        };
+
+        // [provisioning]
+        let p = raw.provisioning;
+        let default_groups = p.default_groups.unwrap_or_default();
+        if let Some(g) = default_groups.iter().find(|g| g.trim().is_empty()) {
+            return Err(invalid(
+                "provisioning.default_groups",
+                format!("`{g}` is an empty group name"),
+            ));
+        }
+        let provisioning = ProvisioningPolicy {
+            reactivate_inactive: p.reactivate_inactive.unwrap_or(true),
+            default_groups,
+            sync_groups: p.sync_groups.unwrap_or(true),
+            contact: p.contact.unwrap_or_else(|| "your administrator".into()),
+        };
+
+        // [headers]
+        let h = raw.headers;
+        let header = |key: &'static str, v: Option<String>, default: &str| {
+            let v = v.unwrap_or_else(|| default.to_string());
+            if v.is_empty() || http::HeaderName::from_bytes(v.as_bytes()).is_err() {
+                return Err(invalid(key, format!("`{v}` is not a valid header name")));
+            }
+            Ok(v)
+        };
+        let user = header("headers.user", h.user, "X-Auth-User")?;
+        let email = header("headers.email", h.email, "X-Auth-Email")?;
+        let display_name = header("headers.display_name", h.display_name, "X-Auth-Name")?;
+        let groups = header("headers.groups", h.groups, "X-Auth-Groups")?;
+        let mut strip_normalised: Vec<String> = [&user, &email, &display_name, &groups]
+            .iter()
+            .map(|n| normalise_header_name(n))
+            .collect();
+        for s in h.strip {
+            if http::HeaderName::from_bytes(s.as_bytes()).is_err() {
+                return Err(invalid(
+                    "headers.strip",
+                    format!("`{s}` is not a valid header name"),
+                ));
+            }
+            strip_normalised.push(normalise_header_name(&s));
+        }
+        strip_normalised.sort();
+        strip_normalised.dedup();
+        let headers = HeaderNames {
+            user,
+            email,
+            display_name,
+            groups,
+            strip_normalised,
+        };
+
+        // [admin]
+        let admin_listen =
+            match raw.admin.listen {
+                None => None,
+                Some(s) if s.is_empty() => None,
+                Some(s) => Some(s.parse().map_err(|_| {
+                    invalid("admin.listen", format!("`{s}` is not an address:port"))
+                })?),
+            };
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            server: ServerConfig {
+                listen,
+                public_url,
+                https,
+                tls,
+                threads,
+                grace_period_seconds: raw.server.grace_period_seconds.unwrap_or(10),
+                sp_path_prefix: prefix,
+                public_paths: raw.server.public_paths,
+            },
+            upstream,
+            store_path,
+            session,
+            sp,
+            idp,
+            attributes,
+            provisioning,
+            headers,
+            admin_listen,
+        })
+    }
+}
+
+fn parse_upstream(url: &str) -> Result<UpstreamConfig, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(format!("`{url}` must start with http:// or https://"));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return Err(format!("`{url}` must be scheme://host[:port] with no path"));
+    }
+    let (host, address) = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') || authority.starts_with('[') => {
+            port.parse::<u16>()
+                .map_err(|_| format!("`{url}`: `{port}` is not a port number"))?;
+            (
+                h.trim_matches(['[', ']']).to_string(),
+                authority.to_string(),
+            )
+        }
+        _ => {
+            let port = if tls { 443 } else { 80 };
+            (authority.to_string(), format!("{authority}:{port}"))
+        }
+    };
+    Ok(UpstreamConfig { address, tls, host })
+}
+
+/// pingora panics on unreadable TLS files, so they are checked here first, with a message.
+fn check_tls_files(files: &TlsFiles) -> Result<(), String> {
+    let cert = std::fs::read(&files.cert)
+        .map_err(|e| format!("cannot read {}: {e}", files.cert.display()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{} is not PEM: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", files.cert.display()));
+    }
+    let key = std::fs::read(&files.key)
+        .map_err(|e| format!("cannot read {}: {e}", files.key.display()))?;
+    match rustls_pemfile::private_key(&mut &key[..]) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("{} holds no PEM private key", files.key.display())),
+        Err(e) => Err(format!("{} is not PEM: {e}", files.key.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+public_url = "http://127.0.0.1:8080"
+[upstream]
+url = "http://127.0.0.1:3000"
+[idp]
+metadata_file = "idp.xml"
+"#;
+
+    #[test]
+    fn minimal_config_gets_strict_defaults() {
+        let c = Config::parse(Path::new("/etc/samlgate/x.toml"), MINIMAL).unwrap();
+        assert_eq!(c.sp.acs_url, "http://127.0.0.1:8080/_saml/acs");
+        assert_eq!(c.idp.metadata_file, Path::new("/etc/samlgate/idp.xml"));
+        assert!(!c.idp.allow_sha1);
+        assert!(!c.idp.allowed_algorithms.iter().any(|a| a.contains("sha1")));
+        assert_eq!(c.upstream.address, "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let text = MINIMAL.replace("[upstream]", "[upstream]\nurll = 1");
+        let e = Config::parse(Path::new("conf/x.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("conf/x.toml:"), "{e}");
+        assert!(e.contains("urll"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_reason() {
+        let text = MINIMAL.replace("http://127.0.0.1:8080", "ftp://x");
+        let e = Config::parse(Path::new("c.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.public_url") && e.contains("https://"),
+            "{e}"
+        );
+        let text = format!("{MINIMAL}\n[session]\nidle_timeout_seconds = 5\n");
+        let e = Config::parse(Path::new("c.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("session.idle_timeout_seconds"), "{e}");
+    }
+
+    #[test]
+    fn header_spellings_normalise_together() {
+        assert_eq!(normalise_header_name("X_Auth_Groups"), "x-auth-groups");
+        assert_eq!(normalise_header_name("x-AUTH-groups"), "x-auth-groups");
+    }
+}

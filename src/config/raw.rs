@@ -1,0 +1,115 @@
+//! The config file as written: a serde mirror of `conf/samlgate.toml`.
+//!
+//! Every table denies unknown keys, so a typo fails at start instead of being silently ignored.
+//! Nothing here is trusted: `super::Config::from_raw` validates and compiles it.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub session: RawSession,
+    #[serde(default)]
+    pub sp: RawSp,
+    pub idp: RawIdp,
+    #[serde(default)]
+    pub attributes: RawAttributes,
+    #[serde(default)]
+    pub provisioning: RawProvisioning,
+    #[serde(default)]
+    pub headers: RawHeaders,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub threads: Option<usize>,
+    pub grace_period_seconds: Option<u64>,
+    pub sp_path_prefix: Option<String>,
+    #[serde(default)]
+    pub public_paths: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub cookie_name: Option<String>,
+    pub idle_timeout_seconds: Option<u64>,
+    pub absolute_timeout_seconds: Option<u64>,
+    pub max_cached: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSp {
+    pub entity_id: Option<String>,
+    pub login_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdp {
+    pub metadata_file: Option<String>,
+    pub allowed_signature_algorithms: Option<Vec<String>>,
+    pub allow_sha1: Option<bool>,
+    pub clock_skew_seconds: Option<u64>,
+    pub max_issue_delay_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttributes {
+    pub username: Option<Vec<String>>,
+    pub email: Option<Vec<String>>,
+    pub display_name: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvisioning {
+    pub reactivate_inactive: Option<bool>,
+    pub default_groups: Option<Vec<String>>,
+    pub sync_groups: Option<bool>,
+    pub contact: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    pub user: Option<String>,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub groups: Option<String>,
+    #[serde(default)]
+    pub strip: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}

@@ -1,0 +1,21 @@
+//! samlgate: a reverse-proxy SSO gateway. See README.md for the request path.
+//!
+//! Modules, in the order a request meets them:
+//! - `config`: the config file, validated once at start;
+//! - `proxy`: pingora hooks: route, sanitize, session gate, inject identity headers;
+//! - `session`: cookie token -> live session (moka) -> redb;
+//! - `login`: the login flow, start and finish;
+//! - `saml`: AuthnRequests out, verified assertions in (samael + libxmlsec1);
+//! - `provision`: what a login changes in the directory;
+//! - `store`: redb: users, groups, sessions, replay cache, audit log;
+//! - `server`: wiring it together; `demo`: the development IdP and echo backend.
+
+pub mod config;
+pub mod demo;
+pub mod login;
+pub mod provision;
+pub mod proxy;
+pub mod saml;
+pub mod server;
+pub mod session;
+pub mod store;

@@ -1,0 +1,88 @@
+//! The `samlgate` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use samlgate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "samlgate",
+    version,
+    about = "A reverse-proxy SSO gateway: SAML 2.0 login, just-in-time users, identity headers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the config, the IdP metadata, TLS files and the store; exit non-zero on error.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the SP metadata XML to give to the IdP.
+    Metadata {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a self-contained demo: gateway, development IdP and echo backend on 127.0.0.1.
+    Demo {
+        /// Where the demo keeps its config, keys and store.
+        #[arg(long, default_value = "samlgate-demo")]
+        data_dir: PathBuf,
+        /// Gateway port; the IdP uses the next port and the backend the one after.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("samlgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            let app = samlgate::server::App::build(cfg)?;
+            samlgate::server::run(app, Vec::new())?;
+        }
+        Command::Check { config } => {
+            let cfg = Config::load(&config)?;
+            samlgate::saml::ServiceProvider::new(&cfg)?;
+            println!("{}: ok", config.display());
+        }
+        Command::Metadata { config } => {
+            let cfg = Config::load(&config)?;
+            let sp = samlgate::saml::ServiceProvider::new(&cfg)?;
+            print!("{}", sp.sp_metadata_xml());
+        }
+        Command::Demo { data_dir, port } => {
+            if port > u16::MAX - 2 {
+                anyhow::bail!(
+                    "--port {port} leaves no room for the IdP and backend ports after it"
+                );
+            }
+            samlgate::demo::run(&data_dir, port)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The gateway's own endpoints under the reserved prefix, and the gate in front of protected
+//! paths. Each turns HTTP into a call on `login::Logins` or `session::Sessions` and back.
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::{now, respond, sanitize, Ctx, Gateway};
+use crate::login::{safe_return_path, LoginError};
+
+/// Largest ACS POST body read; the SAMLResponse field limit is enforced again by the verifier.
+const MAX_ACS_BODY: usize = 768 * 1024;
+
+impl Gateway {
+    fn session_cookie(&self, token: &str) -> String {
+        format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Lax{}",
+            self.cfg.session.cookie_name,
+            token,
+            if self.cfg.server.https {
+                "; Secure"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn clear_session_cookie(&self) -> String {
+        format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+            self.cfg.session.cookie_name,
+            if self.cfg.server.https {
+                "; Secure"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// The cookie that ties a pending login to this browser. It must reach the ACS on the
+    /// IdP's cross-site POST, so over https it is `SameSite=None; Secure`; over plain http
+    /// (development) browsers refuse `None` without `Secure`, and `Lax` is what works.
+    fn state_cookie(&self, value: &str) -> String {
+        format!(
+            "{}={}; Path={}/; Max-Age={}; HttpOnly; {}",
+            self.cfg.session.state_cookie_name,
+            value,
+            self.cfg.server.sp_path_prefix,
+            self.cfg.sp.login_timeout.as_secs(),
+            if self.cfg.server.https {
+                "SameSite=None; Secure"
+            } else {
+                "SameSite=Lax"
+            }
+        )
+    }
+
+    fn login_url(&self, return_to: &str) -> String {
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("return_to", return_to)
+            .finish();
+        format!("{}?{}", self.cfg.sp.login_url, q)
+    }
+
+    async fn start_login(&self, session: &mut Session, ctx: &Ctx, return_to: &str) -> Result<()> {
+        let state = sanitize::cookie(session.req_header(), &self.cfg.session.state_cookie_name)
+            .map(str::to_string);
+        match self.logins.start(return_to, state.as_deref()) {
+            Ok(start) => {
+                let cookies: Vec<String> = start
+                    .new_state_cookie
+                    .iter()
+                    .map(|c| self.state_cookie(c))
+                    .collect();
+                respond::redirect(session, 302, &start.idp_url, &cookies).await
+            }
+            Err(e) => {
+                log::error!("[{}] cannot start a login: {e}", ctx.correlation_id);
+                respond::error_page(
+                    session,
+                    500,
+                    "Sign-in unavailable",
+                    &e.reason(),
+                    &ctx.correlation_id,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Protected path: let a live session through, otherwise start a login (browsers) or answer
+/// 401 with the login URL (API clients and anything that is not a plain navigation).
+pub async fn gate(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    let req = session.req_header();
+    if let Some(token) = sanitize::cookie(req, &gw.cfg.session.cookie_name) {
+        if let Some(live) = gw.sessions.lookup(token, now()) {
+            ctx.session = Some(live);
+            return Ok(false);
+        }
+    }
+    let target = req
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    if wants_api_answer(req) {
+        let url = gw.login_url(&safe_return_path(&target));
+        respond::login_required_json(session, &url, &ctx.correlation_id).await?;
+        return Ok(true);
+    }
+    gw.start_login(session, ctx, &target).await?;
+    Ok(true)
+}
+
+/// Not a top-level browser navigation: a redirect to the IdP would be useless to it.
+fn wants_api_answer(req: &pingora::http::RequestHeader) -> bool {
+    let header = |n: &str| {
+        req.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
+    let accept = header("accept");
+    !method_ok
+        || req.headers.contains_key("x-requested-with")
+        || (accept.contains("application/json") && !accept.contains("text/html"))
+        || header("sec-fetch-mode") == "cors"
+}
+
+pub async fn login(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+    let return_to = session
+        .req_header()
+        .uri
+        .query()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "return_to")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_else(|| "/".into());
+    gw.start_login(session, ctx, &return_to).await
+}
+
+pub async fn acs(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+    let cid = ctx.correlation_id.clone();
+    if session.req_header().method != http::Method::POST {
+        return respond::error_page(
+            session,
+            405,
+            "Method not allowed",
+            "The sign-in endpoint takes the identity provider's POST only.",
+            &cid,
+        )
+        .await;
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ACS_BODY {
+                    log::warn!("[{cid}] ACS body above {MAX_ACS_BODY} bytes refused");
+                    return respond::error_page(
+                        session,
+                        413,
+                        "Sign-in failed",
+                        "The sign-in answer is too large.",
+                        &cid,
+                    )
+                    .await;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                log::warn!("[{cid}] ACS body unreadable: {e}");
+                return respond::error_page(
+                    session,
+                    400,
+                    "Sign-in failed",
+                    "The sign-in answer could not be read.",
+                    &cid,
+                )
+                .await;
+            }
+        }
+    }
+    let mut saml_response = None;
+    let mut relay_state = None;
+    for (k, v) in form_urlencoded::parse(&body) {
+        match &*k {
+            "SAMLResponse" if saml_response.is_none() => saml_response = Some(v.into_owned()),
+            "RelayState" if relay_state.is_none() => relay_state = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let req = session.req_header();
+    let state = sanitize::cookie(req, &gw.cfg.session.state_cookie_name).map(str::to_string);
+    let current = sanitize::cookie(req, &gw.cfg.session.cookie_name).map(str::to_string);
+
+    let result = gw
+        .logins
+        .finish(
+            saml_response.as_deref(),
+            relay_state.as_deref(),
+            state.as_deref(),
+            current.as_deref(),
+            now(),
+        )
+        .await;
+    match result {
+        Ok(done) => {
+            let location = format!("{}{}", gw.cfg.server.public_url, done.return_to);
+            let cookies: Vec<String> = done
+                .session_token
+                .iter()
+                .map(|t| gw.session_cookie(t))
+                .collect();
+            log::info!(
+                "[{cid}] login finished for {} -> {}",
+                done.username,
+                done.return_to
+            );
+            respond::redirect(session, 303, &location, &cookies).await
+        }
+        Err(e) => {
+            log::warn!("[{cid}] login refused: {e}");
+            let title = match &e {
+                LoginError::Disabled { .. } | LoginError::Inactive { .. } => "Account disabled",
+                _ => "Sign-in failed",
+            };
+            respond::error_page(session, e.status(), title, &e.reason(), &cid).await
+        }
+    }
+}
+
+pub async fn metadata(gw: &Gateway, session: &mut Session) -> Result<()> {
+    let xml = gw.logins.sp().sp_metadata_xml();
+    respond::send(
+        session,
+        200,
+        &[],
+        "application/samlmetadata+xml",
+        Bytes::from(xml),
+    )
+    .await
+}
+
+pub async fn logout(gw: &Gateway, session: &mut Session) -> Result<()> {
+    if let Some(token) = sanitize::cookie(session.req_header(), &gw.cfg.session.cookie_name) {
+        gw.sessions.end(token);
+    }
+    let body =
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Signed out</title></head>\
+<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>You are signed out</h1>\
+<p><a href=\"/\">Sign in again</a></p></body></html>\n";
+    respond::send(
+        session,
+        200,
+        &[("Set-Cookie", gw.clear_session_cookie())],
+        "text/html; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
+    .await
+}

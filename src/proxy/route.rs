@@ -1,0 +1,87 @@
+//! Which kind of request this is: one of the gateway's own endpoints, a public path, or a
+//! protected one. Decided from the path alone, before any session lookup.
+
+use crate::config::ServerConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Acs,
+    Metadata,
+    Login,
+    Logout,
+    /// Under the reserved prefix but not one of ours.
+    UnknownSp,
+    Public,
+    Protected,
+}
+
+pub fn classify(path: &str, server: &ServerConfig) -> Route {
+    let prefix = server.sp_path_prefix.as_str();
+    if let Some(rest) = path.strip_prefix(prefix) {
+        if rest.is_empty() || rest.starts_with('/') {
+            return match rest {
+                "/acs" => Route::Acs,
+                "/metadata" => Route::Metadata,
+                "/login" => Route::Login,
+                "/logout" => Route::Logout,
+                _ => Route::UnknownSp,
+            };
+        }
+    }
+    if is_plain(path)
+        && server.public_paths.iter().any(|p| {
+            path == p
+                || (p.ends_with('/') && path.starts_with(p.as_str()))
+                || path.starts_with(&format!("{p}/"))
+        })
+    {
+        return Route::Public;
+    }
+    Route::Protected
+}
+
+/// A path that means the same to every server behind us: no dot segments, no encoded
+/// separators or dots, no backslashes, no empty segments. Only such paths can be public, so
+/// `/public/../admin` cannot reach `/admin` without a login.
+fn is_plain(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    !path.contains('\\')
+        && !path.contains("//")
+        && !lower.contains("%2e")
+        && !lower.contains("%2f")
+        && !lower.contains("%5c")
+        && !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            public_url: "http://127.0.0.1:1".into(),
+            https: false,
+            tls: None,
+            threads: 1,
+            grace_period_seconds: 1,
+            sp_path_prefix: "/_saml".into(),
+            public_paths: vec!["/public".into(), "/health".into()],
+        }
+    }
+
+    #[test]
+    fn public_paths_cannot_be_escaped() {
+        let s = server();
+        assert_eq!(classify("/public", &s), Route::Public);
+        assert_eq!(classify("/public/a.css", &s), Route::Public);
+        assert_eq!(classify("/publicity", &s), Route::Protected);
+        assert_eq!(classify("/public/../admin", &s), Route::Protected);
+        assert_eq!(classify("/public/%2e%2e/admin", &s), Route::Protected);
+        assert_eq!(classify("/public/..%2fadmin", &s), Route::Protected);
+        assert_eq!(classify("/public\\..\\admin", &s), Route::Protected);
+        assert_eq!(classify("/_saml/acs", &s), Route::Acs);
+        assert_eq!(classify("/_saml/other", &s), Route::UnknownSp);
+        assert_eq!(classify("/_samlx", &s), Route::Protected);
+    }
+}

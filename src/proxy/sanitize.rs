@@ -1,0 +1,77 @@
+//! The first stage for everything that goes upstream: remove every client-sent copy of an
+//! identity header, in any spelling, and the gateway's own cookies. Runs on every proxied
+//! request, public paths included, so a header can only come from `inject`.
+
+use pingora::http::RequestHeader;
+
+use crate::config::{normalise_header_name, Config};
+
+/// Remove spoofable headers and our cookies. Returns how many identity headers were stripped.
+pub fn strip(req: &mut RequestHeader, cfg: &Config) -> usize {
+    let names: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| {
+            let n = normalise_header_name(name.as_str());
+            cfg.headers.strip_normalised.iter().any(|s| *s == n)
+        })
+        .cloned()
+        .collect();
+    let stripped = names.len();
+    for name in names {
+        // `remove_header` drops every value under that name, case-preserved map included.
+        req.remove_header(&name);
+    }
+    strip_cookies(
+        req,
+        &[&cfg.session.cookie_name, &cfg.session.state_cookie_name],
+    );
+    stripped
+}
+
+/// Rewrite the Cookie header(s) without our cookies; other cookies pass untouched, byte for
+/// byte (values need not be UTF-8).
+fn strip_cookies(req: &mut RequestHeader, ours: &[&str]) {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    let mut changed = false;
+    for v in req.headers.get_all(http::header::COOKIE).iter() {
+        for part in v.as_bytes().split(|b| *b == b';') {
+            let part = part.trim_ascii();
+            if part.is_empty() {
+                continue;
+            }
+            let name = part
+                .split(|b| *b == b'=')
+                .next()
+                .unwrap_or(part)
+                .trim_ascii();
+            if ours.iter().any(|o| o.as_bytes().eq_ignore_ascii_case(name)) {
+                changed = true;
+            } else {
+                kept.push(part.to_vec());
+            }
+        }
+    }
+    if !changed {
+        return;
+    }
+    req.remove_header(&http::header::COOKIE);
+    if !kept.is_empty() {
+        // Joined with "; " as RFC 6265 asks of a single Cookie header.
+        if let Ok(v) = http::HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+            let _ = req.insert_header(http::header::COOKIE, v);
+        }
+    }
+}
+
+/// The value of one cookie from the request, if present once or more (first wins).
+pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(n, _)| n.trim() == name)
+        .map(|(_, v)| v.trim())
+}

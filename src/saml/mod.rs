@@ -1,0 +1,155 @@
+//! The SAML 2.0 service provider: AuthnRequests out, verified assertions in, SP metadata.
+//!
+//! Signatures are verified by samael over libxmlsec1; this module adds the checks samael leaves
+//! out (see `response.rs`). It knows nothing of HTTP sessions or the user store: it turns bytes
+//! into a `VerifiedAssertion` or a `SamlError`.
+
+mod error;
+pub mod metadata;
+mod request;
+mod response;
+
+use std::sync::Once;
+
+pub use error::SamlError;
+pub use request::AuthnRedirect;
+pub use response::{SamlAttribute, VerifiedAssertion};
+
+use samael::metadata::{EntityDescriptor, HTTP_REDIRECT_BINDING};
+
+use crate::config::Config;
+
+/// The gateway could not set up its SAML side; `samlgate check` prints these.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{file}: cannot read the IdP metadata: {source}")]
+    ReadMetadata {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: not valid SAML metadata: {message}")]
+    ParseMetadata { file: String, message: String },
+    #[error("{file}: the IdP metadata has no signing certificate (KeyDescriptor use=\"signing\" or without use); refusing to start, since nothing could be verified")]
+    NoSigningCertificate { file: String },
+    #[error("{file}: the IdP metadata has a certificate that cannot be parsed: {message}")]
+    BadCertificate { file: String, message: String },
+    #[error("{file}: the IdP metadata has no SingleSignOnService with the HTTP-Redirect binding")]
+    NoRedirectSso { file: String },
+    #[error("{file}: the IdP metadata has no entityID")]
+    NoEntityId { file: String },
+}
+
+/// One IdP and our side of the trust: everything needed to start and finish a login.
+pub struct ServiceProvider {
+    inner: samael::service_provider::ServiceProvider,
+    pub idp_entity_id: String,
+    pub sso_url: String,
+    pub acs_url: String,
+    pub entity_id: String,
+    allowed_algorithms: Vec<String>,
+    clock_skew: chrono::Duration,
+}
+
+extern "C" {
+    // libxmlsec1 writes every verification failure to stderr by default; we log our own.
+    fn xmlSecErrorsDefaultCallbackEnableOutput(enabled: std::os::raw::c_int);
+}
+
+fn silence_xmlsec() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sets a process-wide flag in libxmlsec1; no pointers are involved.
+        unsafe { xmlSecErrorsDefaultCallbackEnableOutput(0) }
+    });
+}
+
+impl ServiceProvider {
+    pub fn new(cfg: &Config) -> Result<Self, SetupError> {
+        silence_xmlsec();
+        let file = cfg.idp.metadata_file.display().to_string();
+        let xml = std::fs::read_to_string(&cfg.idp.metadata_file).map_err(|source| {
+            SetupError::ReadMetadata {
+                file: file.clone(),
+                source,
+            }
+        })?;
+        // The metadata is operator-supplied but still parsed without DTDs.
+        if let Err(e) = roxmltree::Document::parse(&xml) {
+            return Err(SetupError::ParseMetadata {
+                file,
+                message: e.to_string(),
+            });
+        }
+        let idp_metadata =
+            xml.parse::<EntityDescriptor>()
+                .map_err(|e| SetupError::ParseMetadata {
+                    file: file.clone(),
+                    message: e.to_string(),
+                })?;
+        let idp_entity_id = idp_metadata
+            .entity_id
+            .clone()
+            .ok_or_else(|| SetupError::NoEntityId { file: file.clone() })?;
+
+        let skew = chrono::Duration::seconds(cfg.idp.clock_skew.as_secs() as i64);
+        let inner = samael::service_provider::ServiceProvider {
+            entity_id: Some(cfg.sp.entity_id.clone()),
+            metadata_url: Some(cfg.sp.metadata_url.clone()),
+            acs_url: Some(cfg.sp.acs_url.clone()),
+            slo_url: None,
+            idp_metadata,
+            allow_idp_initiated: false,
+            max_issue_delay: chrono::Duration::seconds(cfg.idp.max_issue_delay.as_secs() as i64),
+            max_clock_skew: skew,
+            allowed_signature_algorithms: samael_algorithms(&cfg.idp.allowed_algorithms),
+            ..Default::default()
+        };
+        // Trap: with no signing certificate samael skips verification entirely.
+        match inner.idp_signing_certs() {
+            Ok(Some(certs)) if !certs.is_empty() => {}
+            Ok(_) => return Err(SetupError::NoSigningCertificate { file }),
+            Err(e) => {
+                return Err(SetupError::BadCertificate {
+                    file,
+                    message: e.to_string(),
+                })
+            }
+        }
+        let sso_url = inner
+            .sso_binding_location(HTTP_REDIRECT_BINDING)
+            .ok_or_else(|| SetupError::NoRedirectSso { file: file.clone() })?;
+
+        Ok(ServiceProvider {
+            inner,
+            idp_entity_id,
+            sso_url,
+            acs_url: cfg.sp.acs_url.clone(),
+            entity_id: cfg.sp.entity_id.clone(),
+            allowed_algorithms: cfg.idp.allowed_algorithms.clone(),
+            clock_skew: skew,
+        })
+    }
+}
+
+/// samael's own allow-list, as defence in depth: `response.rs` checks every SignatureMethod
+/// and DigestMethod against the configured list before samael runs. samael cannot express
+/// RSA-SHA1, so when the operator allows SHA-1 samael's list is lifted and ours alone holds.
+fn samael_algorithms(uris: &[String]) -> Option<Vec<samael::crypto::AllowedSignatureAlgorithm>> {
+    use samael::crypto::AllowedSignatureAlgorithm as A;
+    if uris.iter().any(|u| u == crate::config::RSA_SHA1) {
+        return None;
+    }
+    let all = [
+        A::RsaSha256,
+        A::RsaSha384,
+        A::RsaSha512,
+        A::EcdsaSha256,
+        A::EcdsaSha384,
+        A::EcdsaSha512,
+    ];
+    Some(
+        all.into_iter()
+            .filter(|a| uris.iter().any(|u| u == a.signature_uri()))
+            .collect(),
+    )
+}

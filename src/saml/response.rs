@@ -1,0 +1,317 @@
+//! Incoming Responses: from the POSTed form field to a `VerifiedAssertion`.
+//!
+//! The order is fixed and each step only narrows what the next one sees:
+//! 1. size and base64 limits;
+//! 2. `inspect`: one hardened parse (no DTD, node limit) of the whole document to enforce what
+//!    samael does not: exactly one Assertion and it is the Response's child, unique IDs,
+//!    signatures only on the Response or the Assertion, every algorithm on the allow-list, no
+//!    comments inside the Assertion, the Response-level Status, Destination, Issuer and
+//!    InResponseTo (samael skips these when only the Assertion is signed);
+//! 3. samael + libxmlsec1 verify the signature and the assertion conditions, and hand back only
+//!    the signed content;
+//! 4. the identity is read from what samael returned, never from the document of step 2.
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+
+use super::{SamlError, ServiceProvider};
+
+const NS_PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+const NS_ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
+const NS_DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
+const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+
+/// Largest SAMLResponse form field we read (base64 text).
+pub const MAX_FORM_FIELD: usize = 512 * 1024;
+/// Largest parsed document, in nodes; a real response has a few hundred.
+const MAX_NODES: u32 = 20_000;
+
+/// One attribute as the IdP sent it; several elements with one Name are merged.
+#[derive(Debug, Clone)]
+pub struct SamlAttribute {
+    pub name: String,
+    pub friendly_name: Option<String>,
+    pub values: Vec<String>,
+}
+
+/// An assertion whose signature, issuer, audience, recipient, times and InResponseTo have all
+/// been checked. Only `ServiceProvider::verify_response` can build one.
+#[derive(Debug, Clone)]
+pub struct VerifiedAssertion {
+    pub assertion_id: String,
+    pub idp_entity_id: String,
+    pub name_id: String,
+    pub name_id_format: Option<String>,
+    pub attributes: Vec<SamlAttribute>,
+    pub session_index: Option<String>,
+    pub session_not_on_or_after: Option<DateTime<Utc>>,
+    /// Until when this assertion could still be replayed: its latest NotOnOrAfter plus skew.
+    pub replay_until: DateTime<Utc>,
+    /// The message used a SHA-1 algorithm that the operator allowed; logged on every login.
+    pub weak_algorithm: bool,
+    _sealed: Sealed,
+}
+
+#[derive(Debug, Clone)]
+struct Sealed;
+
+/// What the structural pass learned about the message.
+struct Envelope {
+    assertion_id: String,
+    weak_algorithm: bool,
+}
+
+impl ServiceProvider {
+    /// Verify a POSTed SAMLResponse that must answer the AuthnRequest `expected_request_id`.
+    pub fn verify_response(
+        &self,
+        form_field: &str,
+        expected_request_id: &str,
+    ) -> Result<VerifiedAssertion, SamlError> {
+        if form_field.is_empty() {
+            return Err(SamlError::MissingResponse);
+        }
+        if form_field.len() > MAX_FORM_FIELD {
+            return Err(SamlError::TooLarge(form_field.len(), MAX_FORM_FIELD));
+        }
+        // Some IdPs wrap the base64 at 76 columns.
+        let compact: String = form_field
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|_| SamlError::BadBase64)?;
+        let xml = String::from_utf8(bytes).map_err(|_| SamlError::BadXml("not UTF-8".into()))?;
+
+        let envelope = self.inspect(&xml, expected_request_id)?;
+
+        let assertion = self
+            .inner
+            .parse_xml_response(&xml, Some(&[expected_request_id]))
+            .map_err(SamlError::from)?;
+
+        if assertion.id != envelope.assertion_id {
+            // samael returned content other than the one Assertion we inspected.
+            return Err(SamlError::AssertionMisplaced);
+        }
+        self.read_assertion(assertion, envelope.weak_algorithm)
+    }
+
+    fn inspect(&self, xml: &str, expected_request_id: &str) -> Result<Envelope, SamlError> {
+        let opts = roxmltree::ParsingOptions {
+            allow_dtd: false,
+            nodes_limit: MAX_NODES,
+        };
+        let doc = roxmltree::Document::parse_with_options(xml, opts).map_err(|e| match e {
+            roxmltree::Error::DtdDetected => SamlError::Dtd,
+            e => SamlError::BadXml(e.to_string()),
+        })?;
+        let root = doc.root_element();
+        if !(root.has_tag_name((NS_PROTOCOL, "Response"))) {
+            return Err(SamlError::NotAResponse(root.tag_name().name().to_string()));
+        }
+
+        // Status first: a refusal carries no assertion, and deserves its own page.
+        if let Some(code) = root
+            .children()
+            .find(|n| n.has_tag_name((NS_PROTOCOL, "Status")))
+            .and_then(|s| {
+                s.children()
+                    .find(|n| n.has_tag_name((NS_PROTOCOL, "StatusCode")))
+            })
+        {
+            let status = code.attribute("Value").unwrap_or("").to_string();
+            if status != STATUS_SUCCESS {
+                let sub = code
+                    .children()
+                    .find(|n| n.has_tag_name((NS_PROTOCOL, "StatusCode")))
+                    .and_then(|n| n.attribute("Value"))
+                    .map(str::to_string);
+                return Err(SamlError::IdpRefused { status, sub });
+            }
+        }
+
+        // Exactly one Assertion or EncryptedAssertion anywhere, and it is the Response's child.
+        let assertions: Vec<_> = doc
+            .descendants()
+            .filter(|n| {
+                n.has_tag_name((NS_ASSERTION, "Assertion"))
+                    || n.has_tag_name((NS_ASSERTION, "EncryptedAssertion"))
+            })
+            .collect();
+        if assertions.len() != 1 {
+            return Err(SamlError::AssertionCount(assertions.len()));
+        }
+        let assertion = assertions[0];
+        if assertion.parent_element() != Some(root) {
+            return Err(SamlError::AssertionMisplaced);
+        }
+        if assertion.has_tag_name((NS_ASSERTION, "EncryptedAssertion")) {
+            return Err(SamlError::EncryptedUnsupported);
+        }
+
+        // IDs are what signatures point at; a second element with the same ID is a wrapping
+        // attack waiting for a lax resolver.
+        let mut ids = std::collections::HashSet::new();
+        for n in doc.descendants().filter(|n| n.is_element()) {
+            for a in n.attributes() {
+                if a.name() == "ID" || a.name() == "Id" || a.name() == "id" {
+                    if !ids.insert(a.value()) {
+                        return Err(SamlError::DuplicateId(a.value().to_string()));
+                    }
+                }
+            }
+        }
+
+        if assertion.descendants().any(|n| n.is_comment() || n.is_pi()) {
+            return Err(SamlError::CommentInAssertion);
+        }
+
+        // Signatures: only on the Response or the Assertion, only allowed algorithms.
+        let mut signed = false;
+        let mut weak = false;
+        for sig in doc
+            .descendants()
+            .filter(|n| n.has_tag_name((NS_DSIG, "Signature")))
+        {
+            let parent = sig.parent_element();
+            if parent != Some(root) && parent != Some(assertion) {
+                return Err(SamlError::SignatureMisplaced);
+            }
+            for m in sig.descendants().filter(|n| {
+                n.has_tag_name((NS_DSIG, "SignatureMethod"))
+                    || n.has_tag_name((NS_DSIG, "DigestMethod"))
+            }) {
+                let alg = m.attribute("Algorithm").unwrap_or("");
+                let is_sha1 = alg.ends_with("sha1");
+                if !self.allowed_algorithms.iter().any(|a| a == alg) {
+                    return Err(if is_sha1 {
+                        SamlError::WeakAlgorithm(alg.to_string())
+                    } else {
+                        SamlError::AlgorithmNotAllowed(alg.to_string())
+                    });
+                }
+                weak |= is_sha1;
+            }
+            signed = true;
+        }
+        if !signed {
+            return Err(SamlError::NotSigned);
+        }
+
+        // Response-level fields that samael does not check when only the Assertion is signed.
+        if let Some(dest) = root.attribute("Destination") {
+            if dest != self.acs_url {
+                return Err(SamlError::DestinationMismatch {
+                    got: dest.to_string(),
+                    expected: self.acs_url.clone(),
+                });
+            }
+        }
+        if let Some(issuer) = root
+            .children()
+            .find(|n| n.has_tag_name((NS_ASSERTION, "Issuer")))
+            .and_then(|n| n.text())
+        {
+            if issuer.trim() != self.idp_entity_id {
+                return Err(SamlError::IssuerMismatch {
+                    got: issuer.to_string(),
+                    expected: self.idp_entity_id.clone(),
+                });
+            }
+        }
+        let confirmation_irt = assertion
+            .descendants()
+            .find(|n| n.has_tag_name((NS_ASSERTION, "SubjectConfirmationData")))
+            .and_then(|n| n.attribute("InResponseTo"));
+        match (root.attribute("InResponseTo"), confirmation_irt) {
+            (None, None) => return Err(SamlError::Unsolicited),
+            (Some(got), _) | (None, Some(got)) if got != expected_request_id => {
+                return Err(SamlError::InResponseToMismatch {
+                    got: got.to_string(),
+                    expected: expected_request_id.to_string(),
+                })
+            }
+            _ => {}
+        }
+
+        Ok(Envelope {
+            assertion_id: assertion.attribute("ID").unwrap_or("").to_string(),
+            weak_algorithm: weak,
+        })
+    }
+
+    fn read_assertion(
+        &self,
+        a: samael::schema::Assertion,
+        weak_algorithm: bool,
+    ) -> Result<VerifiedAssertion, SamlError> {
+        let name_id = a
+            .subject
+            .as_ref()
+            .and_then(|s| s.name_id.as_ref())
+            .filter(|n| !n.value.trim().is_empty())
+            .ok_or(SamlError::NoNameId)?;
+
+        let mut attributes: Vec<SamlAttribute> = Vec::new();
+        for stmt in a.attribute_statements.iter().flatten() {
+            for attr in &stmt.attributes {
+                let Some(name) = attr.name.as_deref().filter(|n| !n.is_empty()) else {
+                    log::warn!(
+                        "assertion {}: ignoring an Attribute without a Name (FriendlyName {:?})",
+                        a.id,
+                        attr.friendly_name
+                    );
+                    continue;
+                };
+                let values = attr
+                    .values
+                    .iter()
+                    .filter_map(|v| v.value.clone())
+                    .collect::<Vec<_>>();
+                match attributes.iter_mut().find(|x| x.name == name) {
+                    Some(existing) => existing.values.extend(values),
+                    None => attributes.push(SamlAttribute {
+                        name: name.to_string(),
+                        friendly_name: attr.friendly_name.clone(),
+                        values,
+                    }),
+                }
+            }
+        }
+
+        let authn = a.authn_statements.iter().flatten().next();
+        let skew = self.clock_skew;
+        let mut replay_until = a.issue_instant + chrono::Duration::minutes(10);
+        if let Some(t) = a.conditions.as_ref().and_then(|c| c.not_on_or_after) {
+            replay_until = replay_until.max(t);
+        }
+        for sc in a
+            .subject
+            .iter()
+            .flat_map(|s| s.subject_confirmations.iter().flatten())
+        {
+            if let Some(t) = sc
+                .subject_confirmation_data
+                .as_ref()
+                .and_then(|d| d.not_on_or_after)
+            {
+                replay_until = replay_until.max(t);
+            }
+        }
+
+        Ok(VerifiedAssertion {
+            assertion_id: a.id.clone(),
+            idp_entity_id: self.idp_entity_id.clone(),
+            name_id: name_id.value.trim().to_string(),
+            name_id_format: name_id.format.clone(),
+            attributes,
+            session_index: authn.and_then(|s| s.session_index.clone()),
+            session_not_on_or_after: authn.and_then(|s| s.session_not_on_or_after),
+            replay_until: replay_until + skew,
+            weak_algorithm,
+            _sealed: Sealed,
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! Wiring: config -> SAML SP -> store -> sessions -> logins -> pingora, in that order. A
+//! failure at any step is a typed error with the file and key, before a socket is opened.
+
+use std::sync::Arc;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+use crate::config::Config;
+use crate::login::Logins;
+use crate::proxy::Gateway;
+use crate::saml::{self, ServiceProvider};
+use crate::session::Sessions;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Saml(#[from] saml::SetupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{file}: key `server.tls_cert`: {message}")]
+    Tls { file: String, message: String },
+}
+
+/// Everything a running gateway holds, built and checked before anything listens.
+pub struct App {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub sessions: Arc<Sessions>,
+    pub logins: Arc<Logins>,
+}
+
+impl App {
+    pub fn build(cfg: Config) -> Result<App, StartError> {
+        let sp = ServiceProvider::new(&cfg)?;
+        let store = Store::open(&cfg.store_path)?;
+        let sessions = Arc::new(Sessions::new(store.clone(), &cfg.session));
+        let logins = Arc::new(Logins::new(&cfg, sp, store.clone(), sessions.clone()));
+        Ok(App {
+            cfg: Arc::new(cfg),
+            store,
+            sessions,
+            logins,
+        })
+    }
+}
+
+/// Removes expired sessions and replay-cache entries every few minutes.
+struct Janitor {
+    store: Store,
+    idle_secs: i64,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Janitor {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let idle = self.idle_secs;
+                    let now = crate::proxy::now();
+                    match self.store.write(move |tx| tx.purge_expired(now, idle)).await {
+                        Ok(n) if n > 0 => log::info!("store: purged {n} expired sessions and replay entries"),
+                        Ok(_) => {}
+                        Err(e) => log::warn!("store: purge failed: {e}"),
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Build the pingora server for `app`; `extra` adds background services (the demo's).
+pub fn run(
+    app: App,
+    extra: Vec<Box<dyn pingora::services::ServiceWithDependents>>,
+) -> Result<(), StartError> {
+    let cfg = app.cfg.clone();
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        grace_period_seconds: Some(cfg.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(cfg.server.grace_period_seconds),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let gateway = Gateway {
+        cfg: cfg.clone(),
+        logins: app.logins.clone(),
+        sessions: app.sessions.clone(),
+    };
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+    let listen = cfg.server.listen.to_string();
+    match &cfg.server.tls {
+        None => proxy.add_tcp(&listen),
+        Some(tls) => proxy
+            .add_tls(
+                &listen,
+                &tls.cert.display().to_string(),
+                &tls.key.display().to_string(),
+            )
+            .map_err(|e| StartError::Tls {
+                file: cfg.file.display().to_string(),
+                message: e.to_string(),
+            })?,
+    }
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "store janitor",
+        Janitor {
+            store: app.store.clone(),
+            idle_secs: cfg.session.idle_timeout.as_secs() as i64,
+        },
+    ));
+    for svc in extra {
+        server.add_boxed_service(svc);
+    }
+    log::info!(
+        "samlgate listening on {} ({}), upstream {}, IdP {}",
+        cfg.server.listen,
+        cfg.server.public_url,
+        cfg.upstream.address,
+        app.logins.sp().idp_entity_id
+    );
+    server.run_forever()
+}

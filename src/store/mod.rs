@@ -1,0 +1,438 @@
+//! The embedded store: users, group memberships, sessions, the replay cache and the audit log,
+//! in one redb file. No HTTP, no SAML: callers hand in plain values.
+//!
+//! Locking: redb allows one write transaction at a time. All writes go through one writer
+//! thread (`writer.rs`) that commits queued jobs together, so many logins share one durable
+//! fsync instead of queueing for a lock each. Reads run anywhere, concurrently, on snapshots.
+//! Records are JSON (serde_json) so that a field added later reads old rows with its default.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+pub use writer::Writer;
+
+const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+/// `idp \n subject` -> user id: the immutable key of a user.
+const SUBJECTS: TableDefinition<&str, u64> = TableDefinition::new("subjects");
+/// SHA-256 of the session token -> session record. The token itself is never stored.
+const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+/// `idp \n assertion id` -> unix time until which it must stay refused.
+const REPLAY: TableDefinition<&str, i64> = TableDefinition::new("replay");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: cannot open: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("store: {0}")]
+    Db(String),
+    #[error("store: a record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("store: the write was not committed because another write in its batch failed; retry")]
+    BatchAborted,
+    #[error("store: the write was not performed (the log has the cause)")]
+    NotWritten,
+}
+
+macro_rules! db_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+        }
+    )*};
+}
+db_error!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Active,
+    /// Deactivated (e.g. by a directory sync); may be reactivated by a login per policy.
+    Inactive,
+    /// Disabled by an admin: a login never reactivates it.
+    Disabled,
+}
+
+/// Who put a user in a group; a sync touches only its own source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupSource {
+    Idp,
+    Default,
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Membership {
+    pub group: String,
+    pub source: GroupSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: u64,
+    pub idp: String,
+    pub subject: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub status: UserStatus,
+    /// Sorted, one entry per (group, source).
+    pub groups: Vec<Membership>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+impl User {
+    /// Distinct group names, sorted: what the backend is told.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.groups.iter().map(|m| m.group.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub user_id: u64,
+    pub created_at: i64,
+    /// Absolute end, already bounded by the IdP's SessionNotOnOrAfter.
+    pub expires_at: i64,
+    pub last_seen: i64,
+    pub session_index: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub seq: u64,
+    pub at: i64,
+    pub kind: String,
+    pub user_id: Option<u64>,
+    pub subject: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+fn subject_key(idp: &str, subject: &str) -> String {
+    format!("{idp}\n{subject}")
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The open store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: Writer,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let db = Database::create(path).map_err(|e| {
+            let m = e.to_string();
+            if m.contains("already open") {
+                open_err(format!("{m}: another samlgate process holds this file"))
+            } else {
+                open_err(m)
+            }
+        })?;
+        // Create every table once so read transactions never meet TableDoesNotExist.
+        let txn = db.begin_write()?;
+        txn.open_table(USERS)?;
+        txn.open_table(SUBJECTS)?;
+        txn.open_table(SESSIONS)?;
+        txn.open_table(REPLAY)?;
+        txn.open_table(AUDIT)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        let db = Arc::new(db);
+        Ok(Store {
+            writer: Writer::start(db.clone()),
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` in a write transaction shared with other queued writes; resolves once durable.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write(f).await
+    }
+
+    /// `write` for code that is not async (CLI, tests).
+    pub fn write_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write_blocking(f)
+    }
+
+    /// Queue a write without waiting for it.
+    pub fn write_detached<F>(&self, f: F)
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<(), StoreError> + Send + 'static,
+    {
+        self.writer.write_detached(f)
+    }
+
+    pub fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(SESSIONS)?;
+        let found = t.get(&token_hash[..])?.map(|v| v.value().to_vec());
+        found.map(|b| decode(&b)).transpose()
+    }
+
+    pub fn user(&self, id: u64) -> Result<Option<User>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(USERS)?;
+        let found = t.get(id)?.map(|v| v.value().to_vec());
+        found.map(|b| decode(&b)).transpose()
+    }
+
+    pub fn user_by_subject(&self, idp: &str, subject: &str) -> Result<Option<User>, StoreError> {
+        let r = self.db.begin_read()?;
+        let id = r
+            .open_table(SUBJECTS)?
+            .get(subject_key(idp, subject).as_str())?
+            .map(|v| v.value());
+        match id {
+            Some(id) => self.user(id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(USERS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn session_count(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(SESSIONS)?.len()?)
+    }
+
+    /// Whether an assertion id is in the replay cache; the authoritative check is the insert
+    /// in `Tx::remember_assertion`, this one only gives an early, precise answer.
+    pub fn assertion_seen(
+        &self,
+        idp: &str,
+        assertion_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(REPLAY)?;
+        let until = t
+            .get(subject_key(idp, assertion_id).as_str())?
+            .map(|v| v.value());
+        Ok(until.is_some_and(|u| u > now))
+    }
+}
+
+/// One write transaction, as seen by a job. The helpers keep table names and encodings here.
+pub struct Tx<'a> {
+    txn: &'a WriteTransaction,
+}
+
+impl Tx<'_> {
+    pub fn user_by_subject(&self, idp: &str, subject: &str) -> Result<Option<User>, StoreError> {
+        let id = self
+            .txn
+            .open_table(SUBJECTS)?
+            .get(subject_key(idp, subject).as_str())?
+            .map(|v| v.value());
+        let Some(id) = id else { return Ok(None) };
+        self.user(id)
+    }
+
+    pub fn user(&self, id: u64) -> Result<Option<User>, StoreError> {
+        match self.txn.open_table(USERS)?.get(id)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn next(&mut self, counter: &str) -> Result<u64, StoreError> {
+        let mut t = self.txn.open_table(META)?;
+        let n = t.get(counter)?.map(|v| v.value()).unwrap_or(0) + 1;
+        t.insert(counter, n)?;
+        Ok(n)
+    }
+
+    pub fn next_user_id(&mut self) -> Result<u64, StoreError> {
+        self.next("next_user_id")
+    }
+
+    /// Insert or replace a user, keeping the subject index in step.
+    pub fn put_user(&mut self, user: &User) -> Result<(), StoreError> {
+        self.txn
+            .open_table(USERS)?
+            .insert(user.id, encode(user).as_slice())?;
+        self.txn
+            .open_table(SUBJECTS)?
+            .insert(subject_key(&user.idp, &user.subject).as_str(), user.id)?;
+        Ok(())
+    }
+
+    pub fn audit(
+        &mut self,
+        at: i64,
+        kind: &str,
+        user: Option<&User>,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let seq = self.next("next_audit_seq")?;
+        let ev = AuditEvent {
+            seq,
+            at,
+            kind: kind.to_string(),
+            user_id: user.map(|u| u.id),
+            subject: user.map(|u| u.subject.clone()),
+            detail,
+        };
+        self.txn
+            .open_table(AUDIT)?
+            .insert(seq, encode(&ev).as_slice())?;
+        Ok(())
+    }
+
+    /// Record an assertion id as used. Returns false if it was already used (a replay).
+    pub fn remember_assertion(
+        &mut self,
+        idp: &str,
+        assertion_id: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let key = subject_key(idp, assertion_id);
+        let mut t = self.txn.open_table(REPLAY)?;
+        if t.get(key.as_str())?.is_some_and(|u| u.value() > now) {
+            return Ok(false);
+        }
+        t.insert(key.as_str(), until)?;
+        Ok(true)
+    }
+
+    pub fn put_session(
+        &mut self,
+        token_hash: &[u8; 32],
+        s: &SessionRecord,
+    ) -> Result<(), StoreError> {
+        self.txn
+            .open_table(SESSIONS)?
+            .insert(&token_hash[..], encode(s).as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_session(&mut self, token_hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.txn.open_table(SESSIONS)?.remove(&token_hash[..])?;
+        Ok(())
+    }
+
+    /// Persist a later `last_seen`, if the session still exists.
+    pub fn touch_session(
+        &mut self,
+        token_hash: &[u8; 32],
+        last_seen: i64,
+    ) -> Result<(), StoreError> {
+        let mut t = self.txn.open_table(SESSIONS)?;
+        let current: Option<SessionRecord> = match t.get(&token_hash[..])? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        if let Some(mut s) = current {
+            if last_seen > s.last_seen {
+                s.last_seen = last_seen;
+                t.insert(&token_hash[..], encode(&s).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop expired sessions and replay entries. Returns how many rows went.
+    pub fn purge_expired(&mut self, now: i64, idle_secs: i64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        {
+            let mut t = self.txn.open_table(SESSIONS)?;
+            let dead: Vec<Vec<u8>> = t
+                .iter()?
+                .filter_map(|row| row.ok())
+                .filter(|(_, v)| {
+                    decode::<SessionRecord>(v.value())
+                        .map(|s| s.expires_at <= now || s.last_seen + idle_secs <= now)
+                        .unwrap_or(true)
+                })
+                .map(|(k, _)| k.value().to_vec())
+                .collect();
+            for k in dead {
+                t.remove(k.as_slice())?;
+                n += 1;
+            }
+        }
+        let mut t = self.txn.open_table(REPLAY)?;
+        let dead: Vec<String> = t
+            .iter()?
+            .filter_map(|row| row.ok())
+            .filter(|(_, v)| v.value() <= now)
+            .map(|(k, _)| k.value().to_string())
+            .collect();
+        for k in dead {
+            t.remove(k.as_str())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,427 @@
+#!/usr/bin/env python3
+"""Test SAML 2.0 IdP for samlgate integration tests (pysaml2 7.5.5 + /usr/bin/xmlsec1).
+
+Usage:
+  python3 tests/idp/pysaml2_idp.py --port P --key idp-key.pem --cert idp-cert.pem \
+      --metadata-out idp-metadata.xml --sp-metadata sp-metadata.xml [--extra-cert c.pem ...]
+
+Entity id http://127.0.0.1:P/idp, SSO http://127.0.0.1:P/sso (Redirect; POST also
+accepted), SLO http://127.0.0.1:P/slo (Redirect). IdP metadata is written to
+--metadata-out before listening; then exactly one line "READY" goes to stdout.
+Each --extra-cert adds another signing KeyDescriptor (key rollover tests).
+The SP metadata is re-read on every request (it may appear after start-up).
+Binds 127.0.0.1 only; request logs go to stderr.
+
+HTTP API:
+  GET  /sso?SAMLRequest=..&RelayState=..  parse the (unsigned) AuthnRequest with
+       pysaml2, answer 200 with an auto-submitting HTML form:
+       <form method="post" action="ACS"> + hidden inputs SAMLResponse / RelayState
+       (RelayState only when the request had one).
+  POST /control/next   JSON body; replaces the settings (missing keys = defaults,
+       sticky until the next call). Answers {"ok":true}; 400 on unknown keys/values.
+       name_id "alice" | name_id_format "persistent"|"email"|"transient"|"unspecified"
+       attributes {name: [values]} (exact Names, xs:string values, given order)
+       split_attributes [names]: one Attribute element per value
+       sign_assertion true | sign_response false
+       sign_alg "rsa-sha256"|"rsa-sha1"|"rsa-sha512" | digest_alg "sha256"|"sha1"|"sha512"
+       status "Success" | second-level code e.g. "AuthnFailed", "RequestDenied"
+              (top-level Responder, no assertion)
+       in_response_to true (false = omit InResponseTo everywhere)
+       session_index null | not_on_or_after_seconds 300 | not_before_offset_seconds -60
+       tamper null | "inject_unsigned_assertion_first" | "inject_unsigned_assertion_last"
+              | "strip_signatures" | "edit_name_id"   (applied after signing)
+       tamper_name_id "admin"  (NameID of the injected assertion / edited NameID)
+  GET  /slo?SAMLRequest=..  (minimal) answer a LogoutRequest with a 302 to the SP's Redirect
+       SingleLogoutService carrying an unsigned Success LogoutResponse.
+  GET  /control/last        {"SAMLResponse": b64, "RelayState": str|null, "acs": url}
+  POST /control/unsolicited  build an IdP-initiated response (no InResponseTo), same JSON.
+"""
+import argparse
+import base64
+import html
+import json
+import os
+import re
+import sys
+import threading
+import time
+import urllib.parse
+import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+warnings.filterwarnings("ignore", message=".*CFB")  # noise from pysaml2's cryptography imports
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, class_name, md, saml, samlp
+from saml2 import xmldsig as ds
+from saml2.config import IdPConfig
+from saml2.s_utils import sid
+from saml2.server import Server
+from saml2.sigver import pre_signature_part
+
+XMLSEC = "/usr/bin/xmlsec1"
+# Conventional prefixes on the wire (pysaml2 would otherwise emit ns0:, ns1:, ...).
+PREFIXES = {"samlp": samlp.NAMESPACE, "saml": saml.NAMESPACE, "ds": ds.NAMESPACE, "md": md.NAMESPACE}
+NAMEID_FORMATS = {"persistent": saml.NAMEID_FORMAT_PERSISTENT, "email": saml.NAMEID_FORMAT_EMAILADDRESS,
+                  "transient": saml.NAMEID_FORMAT_TRANSIENT, "unspecified": saml.NAMEID_FORMAT_UNSPECIFIED}
+SIGN_ALGS = {"rsa-sha1": ds.SIG_RSA_SHA1, "rsa-sha256": ds.SIG_RSA_SHA256, "rsa-sha512": ds.SIG_RSA_SHA512}
+DIGEST_ALGS = {"sha1": ds.DIGEST_SHA1, "sha256": ds.DIGEST_SHA256, "sha512": ds.DIGEST_SHA512}
+TAMPERS = (None, "inject_unsigned_assertion_first", "inject_unsigned_assertion_last",
+           "strip_signatures", "edit_name_id")
+DEFAULTS = {
+    "name_id": "alice", "name_id_format": "persistent", "attributes": {}, "split_attributes": [],
+    "sign_assertion": True, "sign_response": False, "sign_alg": "rsa-sha256", "digest_alg": "sha256",
+    "status": "Success", "in_response_to": True, "session_index": None,
+    "not_on_or_after_seconds": 300, "not_before_offset_seconds": -60,
+    "tamper": None, "tamper_name_id": "admin",
+}
+
+
+class BadRequest(Exception):
+    pass
+
+
+def validate_settings(body):
+    unknown = set(body) - set(DEFAULTS)
+    if unknown:
+        raise BadRequest(f"unknown keys: {sorted(unknown)}")
+    s = dict(DEFAULTS, **body)
+    checks = [
+        (s["name_id_format"] in NAMEID_FORMATS, "name_id_format"),
+        (s["sign_alg"] in SIGN_ALGS, "sign_alg"),
+        (s["digest_alg"] in DIGEST_ALGS, "digest_alg"),
+        (s["tamper"] in TAMPERS, "tamper"),
+        (isinstance(s["attributes"], dict) and all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in s["attributes"].values()),
+         "attributes (object of string lists)"),
+        (isinstance(s["split_attributes"], list), "split_attributes"),
+        (isinstance(s["status"], str) and s["status"], "status"),
+        (all(isinstance(s[k], str) for k in ("name_id", "tamper_name_id")), "name_id/tamper_name_id"),
+        (s["session_index"] is None or isinstance(s["session_index"], str), "session_index"),
+        (all(isinstance(s[k], bool) for k in ("sign_assertion", "sign_response", "in_response_to")),
+         "sign_assertion/sign_response/in_response_to (booleans)"),
+        (all(isinstance(s[k], (int, float)) and not isinstance(s[k], bool)
+             for k in ("not_on_or_after_seconds", "not_before_offset_seconds")), "*_seconds (numbers)"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            raise BadRequest(f"bad value for {what}")
+    return s
+
+
+def pem_body(path):
+    """Base64 body of a PEM certificate (as used in KeyInfo / metadata)."""
+    with open(path) as f:
+        text = f.read()
+    m = re.search(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", text, re.S)
+    if not m:
+        raise SystemExit(f"no certificate in {path}")
+    return "".join(m.group(1).split())
+
+
+def utc(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def key_descriptor(b64):
+    x509 = ds.X509Data(x509_certificate=ds.X509Certificate(text=b64))
+    return md.KeyDescriptor(use="signing", key_info=ds.KeyInfo(x509_data=[x509]))
+
+
+class IdP:
+    def __init__(self, args):
+        base = f"http://127.0.0.1:{args.port}"
+        self.entity_id, self.sso, self.slo = base + "/idp", base + "/sso", base + "/slo"
+        self.args = args
+        self.cert_b64 = pem_body(args.cert)
+        self.lock = threading.Lock()
+        self.settings = dict(DEFAULTS)
+        self.last = None
+
+    # ---- pysaml2 plumbing -------------------------------------------------
+    def server(self):
+        """A fresh pysaml2 Server; re-reads the SP metadata every time."""
+        if not os.path.exists(self.args.sp_metadata):
+            raise BadRequest(f"SP metadata {self.args.sp_metadata} does not exist (yet)")
+        conf = IdPConfig().load({
+            "entityid": self.entity_id,
+            "xmlsec_binary": XMLSEC, "crypto_backend": "xmlsec1",
+            "key_file": self.args.key, "cert_file": self.args.cert,
+            "metadata": {"local": [self.args.sp_metadata]},
+            "service": {"idp": {
+                "endpoints": {
+                    "single_sign_on_service": [(self.sso, BINDING_HTTP_REDIRECT), (self.sso, BINDING_HTTP_POST)],
+                    "single_logout_service": [(self.slo, BINDING_HTTP_REDIRECT)],
+                },
+                "want_authn_requests_signed": False,
+                "want_authn_requests_only_with_valid_cert": False,
+                "want_logout_requests_signed": False,
+            }},
+        })
+        return Server(config=conf)
+
+    def write_metadata(self):
+        certs = [self.cert_b64] + [pem_body(c) for c in self.args.extra_cert]
+        idpsso = md.IDPSSODescriptor(
+            protocol_support_enumeration=samlp.NAMESPACE, want_authn_requests_signed="false",
+            key_descriptor=[key_descriptor(c) for c in certs],
+            single_logout_service=[md.SingleLogoutService(binding=BINDING_HTTP_REDIRECT, location=self.slo)],
+            name_id_format=[md.NameIDFormat(text=f) for f in NAMEID_FORMATS.values()],
+            single_sign_on_service=[md.SingleSignOnService(binding=b, location=self.sso)
+                                    for b in (BINDING_HTTP_REDIRECT, BINDING_HTTP_POST)])
+        ed = md.EntityDescriptor(entity_id=self.entity_id, idpsso_descriptor=[idpsso])
+        tmp = self.args.metadata_out + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(ed.to_string(PREFIXES).decode("utf-8"))
+        os.replace(tmp, self.args.metadata_out)
+
+    @staticmethod
+    def pick_sp(srv, issuer):
+        """(sp entity id, [POST ACS urls in metadata order, default first])."""
+        sps = list(srv.metadata.with_descriptor("spsso").keys())
+        if not sps:
+            raise BadRequest("no SPSSODescriptor in SP metadata")
+        sp = issuer if issuer in sps else sps[0]
+        acs = srv.metadata.assertion_consumer_service(sp, BINDING_HTTP_POST)
+        if not acs:
+            raise BadRequest(f"SP {sp} has no HTTP-POST AssertionConsumerService")
+        acs.sort(key=lambda a: a.get("is_default") != "true")
+        return sp, acs
+
+    # ---- response building -------------------------------------------------
+    def assertion(self, s, sp, acs, req_id, name_id):
+        now = time.time()
+        nooa = utc(now + s["not_on_or_after_seconds"])
+        attrs = []
+        for name, values in s["attributes"].items():
+            groups = [[v] for v in values] if name in s["split_attributes"] else [values]
+            for vals in groups:
+                avs = []
+                for v in vals:
+                    av = saml.AttributeValue()
+                    av.set_text(v)  # str -> xsi:type="xs:string"
+                    avs.append(av)
+                attrs.append(saml.Attribute(name=name, name_format=saml.NAME_FORMAT_URI, attribute_value=avs))
+        return saml.Assertion(
+            id=sid(), version="2.0", issue_instant=utc(now),
+            issuer=saml.Issuer(text=self.entity_id, format=saml.NAMEID_FORMAT_ENTITY),
+            subject=saml.Subject(
+                name_id=saml.NameID(format=NAMEID_FORMATS[s["name_id_format"]], text=name_id),
+                subject_confirmation=[saml.SubjectConfirmation(
+                    method=saml.SCM_BEARER,
+                    subject_confirmation_data=saml.SubjectConfirmationData(
+                        recipient=acs, not_on_or_after=nooa, in_response_to=req_id))]),
+            conditions=saml.Conditions(
+                not_before=utc(now + s["not_before_offset_seconds"]), not_on_or_after=nooa,
+                audience_restriction=[saml.AudienceRestriction(audience=[saml.Audience(text=sp)])]),
+            authn_statement=[saml.AuthnStatement(
+                authn_instant=utc(now), session_index=s["session_index"],
+                authn_context=saml.AuthnContext(authn_context_class_ref=saml.AuthnContextClassRef(
+                    text=saml.AUTHN_PASSWORD_PROTECTED)))],
+            attribute_statement=[saml.AttributeStatement(attribute=attrs)] if attrs else [])
+
+    def build(self, srv, sp, acs, req_id):
+        """Signed (and possibly tampered) Response XML as a str."""
+        with self.lock:
+            s = dict(self.settings)
+        if not s["in_response_to"]:
+            req_id = None
+        sig = dict(public_key=self.cert_b64, sign_alg=SIGN_ALGS[s["sign_alg"]],
+                   digest_alg=DIGEST_ALGS[s["digest_alg"]])
+        resp = samlp.Response(
+            id=sid(), version="2.0", issue_instant=utc(time.time()), destination=acs, in_response_to=req_id,
+            issuer=saml.Issuer(text=self.entity_id, format=saml.NAMEID_FORMAT_ENTITY))
+        assertion = None
+        if s["status"] in ("Success", samlp.STATUS_SUCCESS):
+            resp.status = samlp.Status(status_code=samlp.StatusCode(value=samlp.STATUS_SUCCESS))
+            assertion = self.assertion(s, sp, acs, req_id, s["name_id"])
+            if s["sign_assertion"]:
+                assertion.signature = pre_signature_part(assertion.id, **sig)
+            resp.assertion = [assertion]
+        else:
+            code = s["status"] if s["status"].startswith("urn:") else "urn:oasis:names:tc:SAML:2.0:status:" + s["status"]
+            resp.status = samlp.Status(status_code=samlp.StatusCode(
+                value=samlp.STATUS_RESPONDER, status_code=samlp.StatusCode(value=code)))
+        if s["sign_response"]:
+            resp.signature = pre_signature_part(resp.id, **sig)
+        xml = resp.to_string(PREFIXES).decode("utf-8")
+        # Inner element first, so the Response signature covers the signed assertion.
+        if assertion is not None and s["sign_assertion"]:
+            xml = srv.sec.sign_statement(xml, class_name(assertion), node_id=assertion.id)
+        if s["sign_response"]:
+            xml = srv.sec.sign_statement(xml, class_name(resp), node_id=resp.id)
+        return self.tamper(xml, s, sp, acs, req_id)
+
+    def tamper(self, xml, s, sp, acs, req_id):
+        t = s["tamper"]
+        if t in ("inject_unsigned_assertion_first", "inject_unsigned_assertion_last"):
+            extra = self.assertion(s, sp, acs, req_id, s["tamper_name_id"]).to_string(PREFIXES)
+            extra = re.sub(r"^\s*<\?xml[^>]*\?>\s*", "", extra.decode("utf-8"))  # drop XML declaration
+            if t.endswith("first"):
+                m = re.search(r"<(\w+:)?Assertion[\s>]", xml)
+                pos = m.start() if m else xml.rindex("</")
+            else:
+                ends = list(re.finditer(r"</(\w+:)?Assertion>", xml))
+                pos = ends[-1].end() if ends else xml.rindex("</")
+            xml = xml[:pos] + extra + xml[pos:]
+        elif t == "strip_signatures":
+            xml = re.sub(r"<(\w+:)?Signature[\s>].*?</(\w+:)?Signature>", "", xml, flags=re.S)
+        elif t == "edit_name_id":
+            xml, n = re.subn(r"(<(?:\w+:)?NameID\b[^>]*>)[^<]*(</(?:\w+:)?NameID>)",
+                             lambda m: m.group(1) + html.escape(s["tamper_name_id"]) + m.group(2), xml, count=1)
+            if not n:
+                raise BadRequest("edit_name_id: no NameID in response (status not Success?)")
+        return xml
+
+    def respond(self, srv, sp, acs, req_id, relay_state):
+        xml = self.build(srv, sp, acs, req_id)
+        if not xml.lstrip().startswith("<?xml"):
+            xml = '<?xml version="1.0" encoding="UTF-8"?>\n' + xml
+        result = {"SAMLResponse": base64.b64encode(xml.encode("utf-8")).decode("ascii"),
+                  "RelayState": relay_state, "acs": acs}
+        with self.lock:
+            self.last = result
+        return result
+
+
+def post_form(result):
+    esc = lambda v: html.escape(v, quote=True)
+    rs = ("" if result["RelayState"] is None else
+          f'<input type="hidden" name="RelayState" value="{esc(result["RelayState"])}"/>\n')
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>SAML POST</title></head>\n'
+            f'<body onload="document.forms[0].submit()">\n'
+            f'<form method="post" action="{esc(result["acs"])}">\n'
+            f'<input type="hidden" name="SAMLResponse" value="{esc(result["SAMLResponse"])}"/>\n{rs}'
+            f'<noscript><input type="submit" value="Continue"/></noscript>\n</form>\n</body></html>\n')
+
+
+class Handler(BaseHTTPRequestHandler):
+    idp = None  # set in main()
+    protocol_version = "HTTP/1.1"
+
+    def send(self, code, body, ctype="application/json", headers=()):
+        if not isinstance(body, (str, bytes)):
+            body = json.dumps(body)
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def dispatch(self, method):
+        url = urllib.parse.urlsplit(self.path)
+        try:
+            if url.path == "/sso" and method in ("GET", "POST"):
+                q = url.query if method == "GET" else self.body().decode("utf-8")
+                return self.sso(urllib.parse.parse_qs(q, keep_blank_values=True), method)
+            if url.path == "/slo" and method == "GET":
+                return self.slo(urllib.parse.parse_qs(url.query, keep_blank_values=True))
+            if url.path == "/control/next" and method == "POST":
+                body = json.loads(self.body() or b"{}")
+                if not isinstance(body, dict):
+                    raise BadRequest("body must be a JSON object")
+                settings = validate_settings(body)
+                with self.idp.lock:
+                    self.idp.settings = settings
+                return self.send(200, {"ok": True})
+            if url.path == "/control/last" and method == "GET":
+                with self.idp.lock:
+                    last = self.idp.last
+                return self.send(200, last) if last else self.send(404, {"error": "no response yet"})
+            if url.path == "/control/unsolicited" and method == "POST":
+                self.body()
+                srv = self.idp.server()
+                sp, acs = self.idp.pick_sp(srv, None)
+                return self.send(200, self.idp.respond(srv, sp, acs[0]["location"], None, None))
+            self.send(404, {"error": "not found"})
+        except (BadRequest, ValueError) as e:
+            self.log_message("bad request: %r", e)
+            self.send(400, {"error": str(e)})
+        except Exception as e:  # pysaml2 raises many exception types
+            self.log_message("error: %r", e)
+            self.send(500, {"error": f"{type(e).__name__}: {e}"})
+
+    def sso(self, q, method):
+        if "SAMLRequest" not in q:
+            raise BadRequest("missing SAMLRequest")
+        relay = q["RelayState"][0] if "RelayState" in q else None
+        srv = self.idp.server()
+        binding = BINDING_HTTP_REDIRECT if method == "GET" else BINDING_HTTP_POST
+        try:
+            req = srv.parse_authn_request(q["SAMLRequest"][0], binding)
+        except Exception as e:
+            raise BadRequest(f"AuthnRequest rejected by pysaml2: {type(e).__name__}: {e}") from e
+        msg = req.message
+        issuer = msg.issuer.text if msg.issuer is not None else None
+        sp, acs_list = self.idp.pick_sp(srv, issuer)
+        urls = [a["location"] for a in acs_list]
+        acs = urls[0]
+        if msg.assertion_consumer_service_url in urls:
+            acs = msg.assertion_consumer_service_url
+        elif msg.assertion_consumer_service_index is not None:
+            acs = next((a["location"] for a in acs_list if a.get("index") == msg.assertion_consumer_service_index), acs)
+        result = self.idp.respond(srv, sp, acs, msg.id, relay)
+        self.send(200, post_form(result), "text/html; charset=utf-8")
+
+    def slo(self, q):
+        """Minimal SP-initiated logout: answer a LogoutRequest with a Success LogoutResponse."""
+        if "SAMLRequest" not in q:
+            raise BadRequest("missing SAMLRequest")
+        relay = q["RelayState"][0] if "RelayState" in q else ""
+        srv = self.idp.server()
+        try:
+            req = srv.parse_logout_request(q["SAMLRequest"][0], BINDING_HTTP_REDIRECT)
+        except Exception as e:
+            raise BadRequest(f"LogoutRequest rejected by pysaml2: {type(e).__name__}: {e}") from e
+        sp = req.message.issuer.text
+        dests = srv.metadata.single_logout_service(sp, BINDING_HTTP_REDIRECT, "spsso")
+        if not dests:
+            return self.send(200, "logged out (SP has no Redirect SingleLogoutService)\n", "text/plain")
+        dest = dests[0].get("response_location") or dests[0]["location"]
+        resp = srv.create_logout_response(req.message, [BINDING_HTTP_REDIRECT], sign=False)
+        info = srv.apply_binding(BINDING_HTTP_REDIRECT, str(resp), dest, relay, response=True)
+        location = dict(info["headers"])["Location"]
+        self.send(302, "", "text/plain", headers=[("Location", location)])
+
+    def do_GET(self):  # noqa: N802
+        self.dispatch("GET")
+
+    def do_POST(self):  # noqa: N802
+        self.dispatch("POST")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--cert", required=True)
+    ap.add_argument("--metadata-out", required=True)
+    ap.add_argument("--sp-metadata", required=True)
+    ap.add_argument("--extra-cert", action="append", default=[])
+    args = ap.parse_args()
+    for _ in range(600):  # xmlsec1 may still be being installed by apt
+        if os.access(XMLSEC, os.X_OK):
+            break
+        time.sleep(0.1)
+    else:
+        sys.exit(f"{XMLSEC} not found")
+    idp = IdP(args)
+    idp.write_metadata()
+    Handler.idp = idp
+    httpd = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    httpd.daemon_threads = True
+    print("READY", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
