@@ -172,13 +172,22 @@ impl Sessions {
         }
     }
 
-    /// End a session (logout, expiry). The store delete runs in the background.
-    pub fn end(&self, token: &str) {
-        if well_formed(token) {
-            self.end_hash(hash_token(token));
+    /// End a session (logout). Resolves once the delete is durable, so no later lookup can
+    /// load the session back from the store.
+    pub async fn end(&self, token: &str) -> Result<(), StoreError> {
+        if !well_formed(token) {
+            return Ok(());
         }
+        let hash = hash_token(token);
+        self.cache.invalidate(&hash);
+        let done = self.store.write(move |tx| tx.delete_session(&hash)).await;
+        // A lookup racing with the delete may have cached it again.
+        self.cache.invalidate(&hash);
+        done
     }
 
+    /// Drop an expired session; a reload before the delete lands is refused again by the
+    /// same expiry check, so this need not wait.
     fn end_hash(&self, hash: TokenHash) {
         self.cache.invalidate(&hash);
         self.store

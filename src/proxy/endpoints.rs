@@ -249,9 +249,21 @@ pub async fn metadata(gw: &Gateway, session: &mut Session) -> Result<()> {
     .await
 }
 
-pub async fn logout(gw: &Gateway, session: &mut Session) -> Result<()> {
-    if let Some(token) = sanitize::cookie(session.req_header(), &gw.cfg.session.cookie_name) {
-        gw.sessions.end(token);
+pub async fn logout(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()> {
+    let token =
+        sanitize::cookie(session.req_header(), &gw.cfg.session.cookie_name).map(str::to_string);
+    if let Some(token) = token {
+        if let Err(e) = gw.sessions.end(&token).await {
+            log::error!("logout: the session could not be deleted: {e}");
+            return respond::error_page(
+                session,
+                503,
+                "Sign-out failed",
+                "The sign-out could not be saved. Please try again.",
+                &ctx.correlation_id,
+            )
+            .await;
+        }
     }
     let body =
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Signed out</title></head>\

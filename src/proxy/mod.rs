@@ -75,7 +75,7 @@ impl ProxyHttp for Gateway {
             Route::Acs => endpoints::acs(self, session, ctx).await.map(|_| true),
             Route::Metadata => endpoints::metadata(self, session).await.map(|_| true),
             Route::Login => endpoints::login(self, session, ctx).await.map(|_| true),
-            Route::Logout => endpoints::logout(self, session).await.map(|_| true),
+            Route::Logout => endpoints::logout(self, session, ctx).await.map(|_| true),
             Route::UnknownSp => respond::error_page(
                 session,
                 404,

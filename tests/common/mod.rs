@@ -1,0 +1,552 @@
+//! Test harness: a real pysaml2 IdP (tests/idp/pysaml2_idp.py), the real gateway binary with a
+//! temp config and redb file, and a real backend that records what it receives. Everything
+//! listens on 127.0.0.1 only. A `Browser` plays the user with its own cookie jar.
+#![allow(dead_code)]
+
+pub mod http;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use http::{request, Response};
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not start listening on 127.0.0.1:{port}");
+}
+
+/// The Python that has pysaml2: `SAMLGATE_TEST_PYTHON`, else the venv the test script makes.
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("SAMLGATE_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    "python3".into()
+}
+
+/// One request as the backend saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    /// Every header line, lowercase name, in order, duplicates kept.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Seen {
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == &name.to_ascii_lowercase())
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+    pub fn one(&self, name: &str) -> String {
+        let all = self.all(name);
+        assert_eq!(
+            all.len(),
+            1,
+            "expected exactly one {name} header, got {all:?}"
+        );
+        all[0].clone()
+    }
+    /// Every header whose name, lowercased with `_` as `-`, starts with `x-auth`.
+    pub fn identity_like(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.replace('_', "-").starts_with("x-auth"))
+            .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect()
+    }
+}
+
+/// A backend on 127.0.0.1 that records every request and answers 200 "backend ok".
+pub struct Backend {
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Backend {
+    pub fn start() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let rec = rec.clone();
+                std::thread::spawn(move || http::serve_recording(stream, rec));
+            }
+        });
+        Backend { port, seen }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.requests()
+            .last()
+            .cloned()
+            .expect("the backend received a request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+}
+
+/// Gateway settings a test may change.
+#[derive(Clone)]
+pub struct Opts {
+    pub default_groups: Vec<String>,
+    pub reactivate_inactive: bool,
+    pub sync_groups: bool,
+    pub allow_sha1: bool,
+    pub public_paths: Vec<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            default_groups: vec!["everyone".into()],
+            reactivate_inactive: true,
+            sync_groups: true,
+            allow_sha1: false,
+            public_paths: vec!["/public".into()],
+        }
+    }
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub idp_port: u16,
+    pub gw_port: u16,
+    pub backend: Backend,
+    idp: Child,
+    gateway: Option<Child>,
+    pub config_path: PathBuf,
+    pub store_path: PathBuf,
+}
+
+pub fn gateway_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_samlgate")
+}
+
+impl Harness {
+    pub fn start() -> Harness {
+        Self::start_with(Opts::default())
+    }
+
+    pub fn start_with(opts: Opts) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let key = d.join("idp-key.pem");
+        let cert = d.join("idp-cert.pem");
+        let st = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=test-idp",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success(), "openssl could not make the IdP key");
+
+        let idp_port = free_port();
+        let gw_port = free_port();
+        let idp_meta = d.join("idp-metadata.xml");
+        let sp_meta = d.join("sp-metadata.xml");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp/pysaml2_idp.py");
+        let mut idp = Command::new(python())
+            .arg(&script)
+            .args(["--port", &idp_port.to_string()])
+            .arg("--key")
+            .arg(&key)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--metadata-out")
+            .arg(&idp_meta)
+            .arg("--sp-metadata")
+            .arg(&sp_meta)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the pysaml2 IdP (is pysaml2 installed? run the README's test command)");
+        let mut line = String::new();
+        BufReader::new(idp.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("IdP stdout");
+        assert_eq!(line.trim(), "READY", "the pysaml2 IdP did not start");
+
+        let backend = Backend::start();
+        let store_path = d.join("samlgate.redb");
+        let config_path = d.join("samlgate.toml");
+        let list = |v: &[String]| {
+            v.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        std::fs::write(
+            &config_path,
+            format!(
+                r#"[server]
+listen = "127.0.0.1:{gw_port}"
+public_url = "http://127.0.0.1:{gw_port}"
+public_paths = [{public}]
+grace_period_seconds = 1
+
+[upstream]
+url = "http://127.0.0.1:{be}"
+
+[store]
+path = "samlgate.redb"
+
+[idp]
+metadata_file = "idp-metadata.xml"
+allow_sha1 = {sha1}
+
+[provisioning]
+default_groups = [{groups}]
+reactivate_inactive = {react}
+sync_groups = {sync}
+contact = "the IT help desk"
+"#,
+                public = list(&opts.public_paths),
+                be = backend.port,
+                sha1 = opts.allow_sha1,
+                groups = list(&opts.default_groups),
+                react = opts.reactivate_inactive,
+                sync = opts.sync_groups,
+            ),
+        )
+        .expect("write config");
+
+        let out = Command::new(gateway_bin())
+            .args(["metadata", "--config"])
+            .arg(&config_path)
+            .output()
+            .expect("samlgate metadata");
+        assert!(
+            out.status.success(),
+            "samlgate metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&sp_meta, &out.stdout).expect("write SP metadata");
+
+        let mut h = Harness {
+            dir,
+            idp_port,
+            gw_port,
+            backend,
+            idp,
+            gateway: None,
+            config_path,
+            store_path,
+        };
+        h.start_gateway();
+        h
+    }
+
+    pub fn start_gateway(&mut self) {
+        assert!(self.gateway.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("gateway.log"))
+            .expect("log file");
+        let child = Command::new(gateway_bin())
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start samlgate");
+        self.gateway = Some(child);
+        wait_for_port(self.gw_port, "samlgate");
+    }
+
+    /// SIGKILL the gateway: nothing gets a chance to flush, so what survives was committed.
+    pub fn kill_gateway(&mut self) {
+        if let Some(mut c) = self.gateway.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart_gateway(&mut self) {
+        self.kill_gateway();
+        self.start_gateway();
+    }
+
+    /// The gateway's log so far (for asserting that details reach the log).
+    pub fn gateway_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Open the real redb file while the gateway is stopped.
+    pub fn with_store<T>(&mut self, f: impl FnOnce(&samlgate::store::Store) -> T) -> T {
+        let was_running = self.gateway.is_some();
+        self.kill_gateway();
+        let out = {
+            let store = samlgate::store::Store::open(&self.store_path).expect("open store");
+            f(&store)
+        };
+        // The Store's writer thread holds the file until it has gone; give it a moment.
+        std::thread::sleep(Duration::from_millis(100));
+        if was_running {
+            self.start_gateway();
+        }
+        out
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.gw_port, path)
+    }
+
+    pub fn idp_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.idp_port, path)
+    }
+
+    pub fn idp_entity(&self) -> String {
+        self.idp_url("/idp")
+    }
+
+    /// Set what the IdP puts in its next responses (see tests/idp/pysaml2_idp.py).
+    pub fn idp_next(&self, settings: serde_json::Value) {
+        let r = request(
+            "POST",
+            &self.idp_url("/control/next"),
+            &[("Content-Type", "application/json")],
+            settings.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "IdP control: {}", r.text());
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser {
+            jar: HashMap::new(),
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.kill_gateway();
+        let _ = self.idp.kill();
+        let _ = self.idp.wait();
+    }
+}
+
+/// A browser: follows what a browser follows, keeps cookies (name -> (value, path)).
+pub struct Browser {
+    pub jar: HashMap<String, (String, String)>,
+}
+
+/// The auto-POST form an IdP answers with.
+#[derive(Debug, Clone)]
+pub struct IdpForm {
+    pub action: String,
+    pub saml_response: String,
+    pub relay_state: Option<String>,
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn input_value(html: &str, name: &str) -> Option<String> {
+    let key = format!("name=\"{name}\" value=\"");
+    let start = html.find(&key)? + key.len();
+    let end = html[start..].find('"')? + start;
+    Some(html_unescape(&html[start..end]))
+}
+
+impl Browser {
+    fn cookie_header(&self, path: &str) -> Option<String> {
+        let v: Vec<String> = self
+            .jar
+            .iter()
+            .filter(|(_, (_, p))| path.starts_with(p.as_str()))
+            .map(|(n, (v, _))| format!("{n}={v}"))
+            .collect();
+        (!v.is_empty()).then(|| v.join("; "))
+    }
+
+    fn keep_cookies(&mut self, r: &Response) {
+        for sc in r.all("set-cookie") {
+            let mut parts = sc.split(';');
+            let Some((name, value)) = parts.next().and_then(|nv| nv.split_once('=')) else {
+                continue;
+            };
+            let mut path = "/".to_string();
+            let mut delete = false;
+            for attr in parts {
+                let attr = attr.trim();
+                if let Some(p) = attr.strip_prefix("Path=") {
+                    path = p.to_string();
+                }
+                if attr == "Max-Age=0" {
+                    delete = true;
+                }
+            }
+            if delete {
+                self.jar.remove(name.trim());
+            } else {
+                self.jar
+                    .insert(name.trim().to_string(), (value.to_string(), path));
+            }
+        }
+    }
+
+    /// One request with this browser's cookies (127.0.0.1 only, so no domain logic).
+    pub fn send(
+        &mut self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let path = url
+            .splitn(4, '/')
+            .nth(3)
+            .map(|p| format!("/{p}"))
+            .unwrap_or_else(|| "/".into());
+        let mut h: Vec<(&str, &str)> = headers.to_vec();
+        let cookie = self.cookie_header(&path);
+        if let Some(c) = &cookie {
+            h.push(("Cookie", c));
+        }
+        let r = request(method, url, &h, body);
+        self.keep_cookies(&r);
+        r
+    }
+
+    pub fn get(&mut self, url: &str) -> Response {
+        self.send("GET", url, &[("Accept", "text/html")], b"")
+    }
+
+    /// Visit a protected URL while logged out and come back with the IdP's form.
+    pub fn to_idp(&mut self, url: &str) -> (Response, IdpForm) {
+        let r = self.get(url);
+        assert_eq!(
+            r.status,
+            302,
+            "expected a redirect to the IdP, got {} {}",
+            r.status,
+            r.text()
+        );
+        let to_idp = r.header("location").expect("Location");
+        let page = self.get(&to_idp);
+        assert_eq!(
+            page.status,
+            200,
+            "IdP answered {}: {}",
+            page.status,
+            page.text()
+        );
+        let html = page.text();
+        let key = "action=\"";
+        let start = html.find(key).expect("form action") + key.len();
+        let end = html[start..].find('"').expect("action end") + start;
+        let form = IdpForm {
+            action: html_unescape(&html[start..end]),
+            saml_response: input_value(&html, "SAMLResponse").expect("SAMLResponse input"),
+            relay_state: input_value(&html, "RelayState"),
+        };
+        (r, form)
+    }
+
+    /// POST a form to the ACS as the IdP's page would.
+    pub fn post_acs(
+        &mut self,
+        action: &str,
+        saml_response: Option<&str>,
+        relay_state: Option<&str>,
+    ) -> Response {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        if let Some(s) = saml_response {
+            ser.append_pair("SAMLResponse", s);
+        }
+        if let Some(r) = relay_state {
+            ser.append_pair("RelayState", r);
+        }
+        let body = ser.finish();
+        self.send(
+            "POST",
+            action,
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Accept", "text/html"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    /// The whole login: protected URL -> IdP -> ACS -> 303 -> the URL again. Returns the ACS
+    /// answer and the final answer.
+    pub fn login(&mut self, url: &str) -> (Response, Response) {
+        let (_, form) = self.to_idp(url);
+        let acs = self.post_acs(
+            &form.action,
+            Some(&form.saml_response),
+            form.relay_state.as_deref(),
+        );
+        assert_eq!(
+            acs.status,
+            303,
+            "ACS answered {}: {}",
+            acs.status,
+            acs.text()
+        );
+        let next = acs.header("location").expect("Location after login");
+        let last = self.get(&next);
+        (acs, last)
+    }
+}
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
