@@ -190,10 +190,10 @@ fn sync_groups(
     let idp_groups: Vec<Membership> = match (&profile.groups, policy.sync_groups) {
         (Some(values), true) => values
             .iter()
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
+            // Kept exactly as sent (spaces included): the header encoding is reversible.
+            .filter(|v| !v.trim().is_empty())
             .map(|g| Membership {
-                group: g.to_string(),
+                group: g.clone(),
                 source: GroupSource::Idp,
             })
             .collect(),

@@ -1,0 +1,409 @@
+//! SAML service-provider cases (../shared/cases/saml-sp.md) that the core covers, and bad
+//! input at the ACS, end to end against the pysaml2 IdP.
+//!
+//! "Rejected" always means: a 400 page with a reason and a correlation id, no session cookie,
+//! nothing sent to the backend, no user written, and the detail in the gateway's log.
+
+mod common;
+
+use common::{Browser, Harness, IdpForm, Opts, Response};
+use serde_json::json;
+
+fn user(name_id: &str) -> serde_json::Value {
+    json!({"name_id": name_id, "attributes": {"groups": ["users"]}})
+}
+
+/// A logged-out browser that has started a login and holds the IdP's answer.
+fn answer(h: &Harness, settings: serde_json::Value) -> (Browser, IdpForm) {
+    h.idp_next(settings);
+    let mut b = h.browser();
+    let (_, form) = b.to_idp(&h.url("/"));
+    (b, form)
+}
+
+fn assert_rejected(h: &mut Harness, r: &Response, page_says: &str, log_says: &str) {
+    assert_eq!(r.status, 400, "{}", r.text());
+    let page = r.text();
+    assert!(
+        page.contains(page_says),
+        "page should say {page_says:?}: {page}"
+    );
+    let cid = r.header("x-correlation-id").expect("correlation id header");
+    assert!(page.contains(&cid), "the page shows the correlation id");
+    assert!(
+        r.all("set-cookie")
+            .iter()
+            .all(|c| !c.starts_with("samlgate_session=")),
+        "no session cookie"
+    );
+    assert_eq!(h.backend.count(), 0, "nothing reached the backend");
+    let log = h.gateway_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&cid) && l.contains("login refused"))
+        .unwrap_or_else(|| panic!("no log line for {cid}:\n{log}"));
+    assert!(
+        line.contains(log_says),
+        "log should say {log_says:?}: {line}"
+    );
+}
+
+fn no_users(h: &mut Harness) {
+    let users = h.with_store(|s| s.users().unwrap());
+    assert!(users.is_empty(), "the store is unchanged: {users:?}");
+}
+
+#[test]
+fn s04_an_unsigned_assertion_beside_a_signed_one_is_rejected_in_either_order() {
+    for tamper in [
+        "inject_unsigned_assertion_first",
+        "inject_unsigned_assertion_last",
+    ] {
+        let mut h = Harness::start();
+        let (mut b, form) = answer(
+            &h,
+            json!({"name_id": "alice", "tamper": tamper, "tamper_name_id": "admin"}),
+        );
+        let r = b.post_acs(
+            &form.action,
+            Some(&form.saml_response),
+            form.relay_state.as_deref(),
+        );
+        assert_rejected(
+            &mut h,
+            &r,
+            "structure that is not accepted",
+            "exactly one is required",
+        );
+        no_users(&mut h);
+    }
+}
+
+#[test]
+fn s06_a_response_without_any_signature_is_rejected() {
+    let mut h = Harness::start();
+    let (mut b, form) = answer(
+        &h,
+        json!({"name_id": "alice", "tamper": "strip_signatures"}),
+    );
+    let r = b.post_acs(
+        &form.action,
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_rejected(
+        &mut h,
+        &r,
+        "not signed",
+        "neither the Response nor the Assertion is signed",
+    );
+    no_users(&mut h);
+}
+
+#[test]
+fn a_nameid_edited_after_signing_is_rejected() {
+    let mut h = Harness::start();
+    let (mut b, form) = answer(
+        &h,
+        json!({"name_id": "alice", "tamper": "edit_name_id", "tamper_name_id": "admin"}),
+    );
+    let r = b.post_acs(
+        &form.action,
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_rejected(
+        &mut h,
+        &r,
+        "not signed by the identity provider",
+        "does not verify",
+    );
+    no_users(&mut h);
+}
+
+#[test]
+fn s08_unsigned_response_with_signed_assertion_is_accepted() {
+    let h = Harness::start();
+    h.idp_next(json!({"name_id": "alice", "sign_assertion": true, "sign_response": false}));
+    let (_, last) = h.browser().login(&h.url("/"));
+    assert_eq!(last.status, 200);
+    assert_eq!(h.backend.last().one("x-auth-user"), "alice");
+}
+
+#[test]
+fn signed_response_with_unsigned_assertion_is_accepted_by_default() {
+    // S07 under the default "response or assertion signed" policy (Keycloak's default shape).
+    let h = Harness::start();
+    h.idp_next(json!({"name_id": "alice", "sign_assertion": false, "sign_response": true}));
+    let (_, last) = h.browser().login(&h.url("/"));
+    assert_eq!(last.status, 200);
+}
+
+#[test]
+fn s09_sha1_is_rejected_by_default_and_names_the_fix() {
+    for settings in [
+        json!({"name_id": "alice", "sign_alg": "rsa-sha1"}),
+        json!({"name_id": "alice", "sign_alg": "rsa-sha256", "digest_alg": "sha1"}),
+    ] {
+        let mut h = Harness::start();
+        let (mut b, form) = answer(&h, settings);
+        let r = b.post_acs(
+            &form.action,
+            Some(&form.saml_response),
+            form.relay_state.as_deref(),
+        );
+        assert_rejected(
+            &mut h,
+            &r,
+            "signature algorithm that is not allowed",
+            "idp.allow_sha1",
+        );
+        no_users(&mut h);
+    }
+}
+
+#[test]
+fn s09_sha1_is_accepted_only_when_allowed_and_then_logged() {
+    let h = Harness::start_with(Opts {
+        allow_sha1: true,
+        ..Opts::default()
+    });
+    h.idp_next(json!({"name_id": "alice", "sign_alg": "rsa-sha1", "digest_alg": "sha1"}));
+    let (_, last) = h.browser().login(&h.url("/"));
+    assert_eq!(last.status, 200);
+    let log = h.gateway_log();
+    assert!(
+        log.contains("allow_sha1 = true"),
+        "the loosened setting is logged at start"
+    );
+    assert!(
+        log.contains("used a SHA-1 signature"),
+        "each such login is logged"
+    );
+}
+
+#[test]
+fn s16_unsolicited_responses_are_rejected() {
+    let mut h = Harness::start();
+    h.idp_next(user("alice"));
+    let unsolicited = common::request("POST", &h.idp_url("/control/unsolicited"), &[], b"").json();
+    let sr = unsolicited["SAMLResponse"].as_str().unwrap().to_string();
+    let acs = h.url("/_saml/acs");
+
+    // Posted into a login this browser did start: still unsolicited.
+    let mut b = h.browser();
+    let (_, form) = b.to_idp(&h.url("/"));
+    let r = b.post_acs(&acs, Some(&sr), form.relay_state.as_deref());
+    assert_rejected(&mut h, &r, "unsolicited", "IdP-initiated login is off");
+
+    // And as IdP-initiated SSO sends it, with no RelayState at all.
+    let r = h.browser().post_acs(&acs, Some(&sr), None);
+    assert_rejected(
+        &mut h,
+        &r,
+        "has expired or was not started here",
+        "no RelayState",
+    );
+    no_users(&mut h);
+}
+
+#[test]
+fn s17_a_response_to_another_request_or_another_browser_is_rejected() {
+    let mut h = Harness::start();
+    h.idp_next(user("alice"));
+    let mut a = h.browser();
+    let (_, form_a) = a.to_idp(&h.url("/"));
+    let mut b = h.browser();
+    let (_, form_b) = b.to_idp(&h.url("/"));
+
+    // B's answer under A's RelayState: InResponseTo is not A's request.
+    let r = a.post_acs(
+        &form_b.action,
+        Some(&form_b.saml_response),
+        form_a.relay_state.as_deref(),
+    );
+    assert_rejected(
+        &mut h,
+        &r,
+        "does not belong to a sign-in started in this browser",
+        "InResponseTo",
+    );
+
+    // B's whole answer posted from A's browser: A's state cookie does not match.
+    let r = a.post_acs(
+        &form_b.action,
+        Some(&form_b.saml_response),
+        form_b.relay_state.as_deref(),
+    );
+    assert_rejected(&mut h, &r, "started in another browser", "another browser");
+
+    // An id that was never issued at all.
+    let r = h.browser().post_acs(
+        &form_a.action,
+        Some(&form_a.saml_response),
+        Some("never-issued-relay-state"),
+    );
+    assert_rejected(
+        &mut h,
+        &r,
+        "has expired or was not started here",
+        "unknown or expired",
+    );
+    no_users(&mut h);
+}
+
+#[test]
+fn s18_a_replayed_response_is_rejected_and_the_replay_cache_is_durable() {
+    let mut h = Harness::start();
+    h.idp_next(user("alice"));
+    let mut first = h.browser();
+    let (_, form) = first.to_idp(&h.url("/"));
+    let ok = first.post_acs(
+        &form.action,
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_eq!(ok.status, 303);
+    let seen_before = h.backend.count();
+
+    // The same bytes from a second cookie jar (an attacker who captured the POST).
+    let mut second = h.browser();
+    let r = second.post_acs(
+        &form.action,
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("already used"), "{}", r.text());
+    assert!(!second.jar.contains_key("samlgate_session"));
+    assert_eq!(h.backend.count(), seen_before);
+
+    // The assertion id is in the redb replay table, so a restart does not forget it.
+    let xml = String::from_utf8(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            &form.saml_response,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let start = xml.find("<saml:Assertion").expect("assertion");
+    let id_at = xml[start..].find(" ID=\"").unwrap() + start + 5;
+    let id = xml[id_at..id_at + xml[id_at..].find('"').unwrap()].to_string();
+    let idp = h.idp_entity();
+    let seen = h.with_store(move |s| {
+        s.assertion_seen(&idp, &id, chrono::Utc::now().timestamp())
+            .unwrap()
+    });
+    assert!(
+        seen,
+        "the replay cache entry is in the store after a kill -9"
+    );
+}
+
+#[test]
+fn s20_the_same_browser_reposting_its_answer_is_sent_back_to_the_app() {
+    let h = Harness::start();
+    h.idp_next(user("alice"));
+    let mut b = h.browser();
+    let (_, form) = b.to_idp(&h.url("/deep"));
+    let ok = b.post_acs(
+        &form.action,
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_eq!(ok.status, 303);
+    let token = b.jar.get("samlgate_session").cloned();
+    let again = b.post_acs(
+        &form.action,
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_eq!(again.status, 303, "{}", again.text());
+    assert_eq!(again.header("location").unwrap(), h.url("/deep"));
+    assert!(again.all("set-cookie").is_empty(), "no new session");
+    assert_eq!(b.jar.get("samlgate_session").cloned(), token);
+}
+
+#[test]
+fn s24_an_idp_refusal_is_shown_with_its_status() {
+    let mut h = Harness::start();
+    let (mut b, form) = answer(&h, json!({"name_id": "alice", "status": "AuthnFailed"}));
+    let r = b.post_acs(
+        &form.action,
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_rejected(&mut h, &r, "identity provider refused", "AuthnFailed");
+    no_users(&mut h);
+}
+
+#[test]
+fn bad_input_at_the_acs_gets_a_400_page_and_changes_nothing() {
+    let mut h = Harness::start();
+    h.idp_next(user("alice"));
+    let mut b = h.browser();
+    let (_, form) = b.to_idp(&h.url("/"));
+    let rs = form.relay_state.clone();
+    let truncated = &form.saml_response[..form.saml_response.len() / 2 - 1];
+    let cases: Vec<(Option<&str>, Option<&str>, &str)> = vec![
+        (
+            Some("this is not SAML at all"),
+            rs.as_deref(),
+            "not valid base64",
+        ),
+        (
+            Some("PHJvb3Q+PC9yb290Pg=="),
+            rs.as_deref(),
+            "not a samlp:Response",
+        ),
+        (Some(truncated), rs.as_deref(), "SAMLResponse"),
+        (None, rs.as_deref(), "missing"),
+        (Some(&form.saml_response), None, "no RelayState"),
+    ];
+    for (sr, relay, log_says) in cases {
+        let r = b.post_acs(&form.action, sr, relay);
+        assert_rejected(&mut h, &r, "", log_says);
+    }
+    // An empty POST, and a DTD (entity expansion) attempt.
+    let r = b.send(
+        "POST",
+        &form.action,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"",
+    );
+    assert_rejected(&mut h, &r, "", "missing");
+    let dtd = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "<!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;\">]><samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\">&b;</samlp:Response>",
+    );
+    let r = b.post_acs(&form.action, Some(&dtd), rs.as_deref());
+    assert_rejected(&mut h, &r, "", "DTD");
+    // The genuine answer still works afterwards: nothing was consumed by the junk.
+    let ok = b.post_acs(&form.action, Some(&form.saml_response), rs.as_deref());
+    assert_eq!(ok.status, 303, "{}", ok.text());
+}
+
+#[test]
+fn a_get_to_the_acs_is_refused_cleanly() {
+    let h = Harness::start();
+    let r = h.browser().get(&h.url("/_saml/acs"));
+    assert_eq!(r.status, 405);
+    assert!(r.header("x-correlation-id").is_some());
+}
+
+#[test]
+fn sp_metadata_is_served_and_matches_the_cli() {
+    let h = Harness::start();
+    let served = h.browser().get(&h.url("/_saml/metadata"));
+    assert_eq!(served.status, 200);
+    let out = std::process::Command::new(common::gateway_bin())
+        .args(["metadata", "--config"])
+        .arg(&h.config_path)
+        .output()
+        .unwrap();
+    assert_eq!(served.text(), String::from_utf8_lossy(&out.stdout));
+    assert!(served
+        .text()
+        .contains(&format!("Location=\"{}\"", h.url("/_saml/acs"))));
+}
