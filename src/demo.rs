@@ -44,21 +44,8 @@ pub fn run(data_dir: &Path, base_port: u16) -> Result<(), DemoError> {
     let (gw, idp_port, be_port) = (base_port, base_port + 1, base_port + 2);
     let idp_base = format!("http://127.0.0.1:{idp_port}");
 
-    let idp = IdentityProvider::generate_new(KeyType::Rsa(Rsa::Rsa2048))
-        .map_err(|e| setup(format!("generating the IdP key: {e}")))?;
-    let cert = idp
-        .create_certificate(&CertificateParams {
-            common_name: "samlgate demo IdP (development only)",
-            issuer_name: "samlgate demo IdP (development only)",
-            days_until_expiration: 30,
-        })
-        .map_err(|e| setup(format!("making the IdP certificate: {e}")))?;
-    let key_der = idp
-        .export_private_key_der()
-        .map_err(|e| setup(format!("exporting the IdP key: {e}")))?;
-
-    let metadata = idp_metadata(&idp_base, &cert);
-    write(&data_dir.join("idp-metadata.xml"), &metadata)?;
+    let idp = Arc::new(DevIdp::generate(&idp_base).map_err(setup)?);
+    write(&data_dir.join("idp-metadata.xml"), &idp.metadata_xml())?;
     let config_path = data_dir.join("samlgate.toml");
     write(
         &config_path,
@@ -87,11 +74,6 @@ contact = "the demo operator"
     let cfg = crate::config::Config::load(&config_path)?;
     let app = crate::server::App::build(cfg)?;
 
-    let idp = Arc::new(DevIdp {
-        entity_id: format!("{idp_base}/idp"),
-        cert,
-        key_der,
-    });
     let services: Vec<Box<dyn pingora::services::ServiceWithDependents>> = vec![
         Box::new(background_service(
             "demo idp",
@@ -117,6 +99,7 @@ fn write(path: &PathBuf, text: &str) -> Result<(), DemoError> {
     std::fs::write(path, text).map_err(|e| DemoError::Setup(format!("{}: {e}", path.display())))
 }
 
+/// IdP metadata for a development IdP at `base` (entity `{base}/idp`, SSO `{base}/sso`).
 fn idp_metadata(base: &str, cert: &CertificateDer) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(cert.der_data());
     format!(
@@ -173,13 +156,41 @@ It received <code>{} {}</code> with these headers (identity headers are percent-
     page(200, "text/html; charset=utf-8", body)
 }
 
-struct DevIdp {
+/// The development IdP: a fresh RSA key and certificate, signing whatever it is asked to.
+/// Also used by the benches to make valid responses.
+pub struct DevIdp {
+    base: String,
     entity_id: String,
     cert: CertificateDer,
     key_der: Vec<u8>,
 }
 
 impl DevIdp {
+    pub fn generate(base: &str) -> Result<DevIdp, String> {
+        let idp = IdentityProvider::generate_new(KeyType::Rsa(Rsa::Rsa2048))
+            .map_err(|e| format!("generating the IdP key: {e}"))?;
+        let cert = idp
+            .create_certificate(&CertificateParams {
+                common_name: "samlgate demo IdP (development only)",
+                issuer_name: "samlgate demo IdP (development only)",
+                days_until_expiration: 30,
+            })
+            .map_err(|e| format!("making the IdP certificate: {e}"))?;
+        let key_der = idp
+            .export_private_key_der()
+            .map_err(|e| format!("exporting the IdP key: {e}"))?;
+        Ok(DevIdp {
+            base: base.to_string(),
+            entity_id: format!("{base}/idp"),
+            cert,
+            key_der,
+        })
+    }
+
+    pub fn metadata_xml(&self) -> String {
+        idp_metadata(&self.base, &self.cert)
+    }
+
     async fn handle(&self, req: Request<hyper::body::Incoming>) -> Resp {
         match (req.method().as_str(), req.uri().path()) {
             ("GET", "/sso") => self.login_form(req.uri().query().unwrap_or("")),
@@ -245,29 +256,17 @@ impl DevIdp {
         page(200, "text/html; charset=utf-8", body)
     }
 
-    /// Sign a response for the form's user and auto-POST it to the gateway's ACS.
-    fn answer(&self, form: &HashMap<String, String>) -> Resp {
-        let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
-        let username = get("username").trim();
-        if username.is_empty() {
-            return page(400, "text/plain", "username is required".into());
-        }
-        // ResponseAttribute borrows its value, so the owned strings live here.
-        let owned: Vec<(String, String)> =
-            std::iter::once(("displayName".to_string(), get("display_name").to_string()))
-                .chain(std::iter::once((
-                    "mail".to_string(),
-                    get("email").to_string(),
-                )))
-                .chain(
-                    get("groups")
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|g| !g.is_empty())
-                        .map(|g| ("groups".to_string(), g.to_string())),
-                )
-                .collect();
-        let attributes: Vec<ResponseAttribute> = owned
+    /// A signed Response (XML) answering `request_id`, for `username` with `(name, value)`
+    /// attributes. The whole Response is signed, with RSA-SHA256 and a SHA-256 digest.
+    pub fn signed_response(
+        &self,
+        request_id: &str,
+        acs: &str,
+        audience: &str,
+        username: &str,
+        attributes: &[(String, String)],
+    ) -> Result<String, String> {
+        let attributes: Vec<ResponseAttribute> = attributes
             .iter()
             .map(|(n, v)| ResponseAttribute {
                 required_attribute: RequiredAttribute {
@@ -277,14 +276,13 @@ impl DevIdp {
                 value: v.as_str(),
             })
             .collect();
-        let acs = get("acs");
         let mut response = build_response_template(
             &self.cert,
             username,
-            get("audience"),
+            audience,
             &self.entity_id,
             acs,
-            get("request_id"),
+            request_id,
             &attributes,
         );
         // samael's template digests with SHA-1 and gives the bearer confirmation no expiry;
@@ -306,13 +304,39 @@ impl DevIdp {
                 }
             }
         }
-        let signed = response
-            .to_string()
-            .map_err(|e| e.to_string())
-            .and_then(|xml| {
-                Crypto::sign_xml(xml.as_str(), &self.key_der).map_err(|e| e.to_string())
-            });
-        let signed = match signed {
+        let xml = response.to_string().map_err(|e| e.to_string())?;
+        Crypto::sign_xml(xml.as_str(), &self.key_der).map_err(|e| e.to_string())
+    }
+
+    /// Sign a response for the form's user and auto-POST it to the gateway's ACS.
+    fn answer(&self, form: &HashMap<String, String>) -> Resp {
+        let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+        let username = get("username").trim();
+        if username.is_empty() {
+            return page(400, "text/plain", "username is required".into());
+        }
+        let attributes: Vec<(String, String)> =
+            std::iter::once(("displayName".to_string(), get("display_name").to_string()))
+                .chain(std::iter::once((
+                    "mail".to_string(),
+                    get("email").to_string(),
+                )))
+                .chain(
+                    get("groups")
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(|g| ("groups".to_string(), g.to_string())),
+                )
+                .collect();
+        let acs = get("acs");
+        let signed = match self.signed_response(
+            get("request_id"),
+            acs,
+            get("audience"),
+            username,
+            &attributes,
+        ) {
             Ok(s) => s,
             Err(e) => return page(500, "text/plain", format!("signing failed: {e}")),
         };

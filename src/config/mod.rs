@@ -15,10 +15,10 @@ use raw::RawConfig;
 /// A config problem, phrased for the operator who has to fix the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read: {error}")]
     Read {
         file: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{file}: {message}")]
     Syntax { file: PathBuf, message: String },
@@ -182,9 +182,9 @@ fn algorithm_uris(short: &str) -> Option<&'static [&'static str]> {
 
 impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
             file: file.to_path_buf(),
-            source,
+            error,
         })?;
         Self::parse(file, &text)
     }

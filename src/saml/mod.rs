@@ -22,11 +22,8 @@ use crate::config::Config;
 /// The gateway could not set up its SAML side; `samlgate check` prints these.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("{file}: cannot read the IdP metadata: {source}")]
-    ReadMetadata {
-        file: String,
-        source: std::io::Error,
-    },
+    #[error("{file}: cannot read the IdP metadata: {error}")]
+    ReadMetadata { file: String, error: std::io::Error },
     #[error("{file}: not valid SAML metadata: {message}")]
     ParseMetadata { file: String, message: String },
     #[error("{file}: the IdP metadata has no signing certificate (KeyDescriptor use=\"signing\" or without use); refusing to start, since nothing could be verified")]
@@ -67,10 +64,10 @@ impl ServiceProvider {
     pub fn new(cfg: &Config) -> Result<Self, SetupError> {
         silence_xmlsec();
         let file = cfg.idp.metadata_file.display().to_string();
-        let xml = std::fs::read_to_string(&cfg.idp.metadata_file).map_err(|source| {
+        let xml = std::fs::read_to_string(&cfg.idp.metadata_file).map_err(|error| {
             SetupError::ReadMetadata {
                 file: file.clone(),
-                source,
+                error,
             }
         })?;
         // The metadata is operator-supplied but still parsed without DTDs.

@@ -361,6 +361,11 @@ contact = "the IT help desk"
     }
 
     pub fn browser(&self) -> Browser {
+        Self::browser_only()
+    }
+
+    /// A browser for tests that run no harness (the demo).
+    pub fn browser_only() -> Browser {
         Browser {
             jar: HashMap::new(),
         }
