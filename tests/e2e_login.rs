@@ -124,16 +124,16 @@ fn deep_link_survives_the_login_and_relay_state_is_short() {
     let deep =
         "/reports/view?customers[]=12&projects[]=307&daterange=2024-01-01..2024-12-31&page=5";
     let mut b = h.browser();
-    let (redirect, form) = b.to_idp(&h.url(deep));
-    let to_idp = redirect.header("location").unwrap();
+    let (redirect, form) = b.visit_to_idp(&h.url(deep));
+    let visit_to_idp = redirect.header("location").unwrap();
     let relay = form
         .relay_state
         .clone()
         .expect("RelayState echoed by the IdP");
     assert!(relay.len() <= 80, "RelayState is {} bytes", relay.len());
     assert!(
-        !to_idp.contains("reports"),
-        "the return path must not travel to the IdP: {to_idp}"
+        !visit_to_idp.contains("reports"),
+        "the return path must not travel to the IdP: {visit_to_idp}"
     );
     let acs = b.post_acs(&form.action, Some(&form.saml_response), Some(&relay));
     assert_eq!(acs.status, 303);
@@ -180,7 +180,7 @@ fn set_status(s: &samlgate::store::Store, status: UserStatus) {
 
 fn refused_login(h: &Harness) {
     let mut b = h.browser();
-    let (_, form) = b.to_idp(&h.url("/"));
+    let (_, form) = b.visit_to_idp(&h.url("/"));
     let before = h.backend.count();
     let r = b.post_acs(
         &form.action,

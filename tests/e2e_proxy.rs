@@ -162,7 +162,7 @@ fn h06_login_return_targets_off_this_origin_land_on_the_default_page() {
         ("%2Fok%2Fpath%3Fx%3D1", "/ok/path?x=1"),
     ] {
         let mut b = h.browser();
-        let (_, form) = b.to_idp(&h.url(&format!("/_saml/login?return_to={target}")));
+        let (_, form) = b.visit_to_idp(&h.url(&format!("/_saml/login?return_to={target}")));
         let r = b.post_acs(
             &form.action,
             Some(&form.saml_response),

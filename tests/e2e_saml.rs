@@ -17,7 +17,7 @@ fn user(name_id: &str) -> serde_json::Value {
 fn answer(h: &Harness, settings: serde_json::Value) -> (Browser, IdpForm) {
     h.idp_next(settings);
     let mut b = h.browser();
-    let (_, form) = b.to_idp(&h.url("/"));
+    let (_, form) = b.visit_to_idp(&h.url("/"));
     (b, form)
 }
 
@@ -192,7 +192,7 @@ fn s16_unsolicited_responses_are_rejected() {
 
     // Posted into a login this browser did start: still unsolicited.
     let mut b = h.browser();
-    let (_, form) = b.to_idp(&h.url("/"));
+    let (_, form) = b.visit_to_idp(&h.url("/"));
     let r = b.post_acs(&acs, Some(&sr), form.relay_state.as_deref());
     assert_rejected(&mut h, &r, "unsolicited", "IdP-initiated login is off");
 
@@ -212,9 +212,9 @@ fn s17_a_response_to_another_request_or_another_browser_is_rejected() {
     let mut h = Harness::start();
     h.idp_next(user("alice"));
     let mut a = h.browser();
-    let (_, form_a) = a.to_idp(&h.url("/"));
+    let (_, form_a) = a.visit_to_idp(&h.url("/"));
     let mut b = h.browser();
-    let (_, form_b) = b.to_idp(&h.url("/"));
+    let (_, form_b) = b.visit_to_idp(&h.url("/"));
 
     // B's answer under A's RelayState: InResponseTo is not A's request.
     let r = a.post_acs(
@@ -257,7 +257,7 @@ fn s18_a_replayed_response_is_rejected_and_the_replay_cache_is_durable() {
     let mut h = Harness::start();
     h.idp_next(user("alice"));
     let mut first = h.browser();
-    let (_, form) = first.to_idp(&h.url("/"));
+    let (_, form) = first.visit_to_idp(&h.url("/"));
     let ok = first.post_acs(
         &form.action,
         Some(&form.saml_response),
@@ -306,7 +306,7 @@ fn s20_the_same_browser_reposting_its_answer_is_sent_back_to_the_app() {
     let h = Harness::start();
     h.idp_next(user("alice"));
     let mut b = h.browser();
-    let (_, form) = b.to_idp(&h.url("/deep"));
+    let (_, form) = b.visit_to_idp(&h.url("/deep"));
     let ok = b.post_acs(
         &form.action,
         Some(&form.saml_response),
@@ -343,7 +343,7 @@ fn bad_input_at_the_acs_gets_a_400_page_and_changes_nothing() {
     let mut h = Harness::start();
     h.idp_next(user("alice"));
     let mut b = h.browser();
-    let (_, form) = b.to_idp(&h.url("/"));
+    let (_, form) = b.visit_to_idp(&h.url("/"));
     let rs = form.relay_state.clone();
     let truncated = &form.saml_response[..form.saml_response.len() / 2 - 1];
     let cases: Vec<(Option<&str>, Option<&str>, &str)> = vec![

@@ -13,7 +13,7 @@ pub fn strip(req: &mut RequestHeader, cfg: &Config) -> usize {
         .keys()
         .filter(|name| {
             let n = normalise_header_name(name.as_str());
-            cfg.headers.strip_normalised.iter().any(|s| *s == n)
+            cfg.headers.strip_normalised.contains(&n)
         })
         .cloned()
         .collect();

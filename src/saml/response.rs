@@ -156,10 +156,8 @@ impl ServiceProvider {
         let mut ids = std::collections::HashSet::new();
         for n in doc.descendants().filter(|n| n.is_element()) {
             for a in n.attributes() {
-                if a.name() == "ID" || a.name() == "Id" || a.name() == "id" {
-                    if !ids.insert(a.value()) {
-                        return Err(SamlError::DuplicateId(a.value().to_string()));
-                    }
+                if matches!(a.name(), "ID" | "Id" | "id") && !ids.insert(a.value()) {
+                    return Err(SamlError::DuplicateId(a.value().to_string()));
                 }
             }
         }

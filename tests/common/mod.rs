@@ -474,7 +474,7 @@ impl Browser {
     }
 
     /// Visit a protected URL while logged out and come back with the IdP's form.
-    pub fn to_idp(&mut self, url: &str) -> (Response, IdpForm) {
+    pub fn visit_to_idp(&mut self, url: &str) -> (Response, IdpForm) {
         let r = self.get(url);
         assert_eq!(
             r.status,
@@ -483,8 +483,8 @@ impl Browser {
             r.status,
             r.text()
         );
-        let to_idp = r.header("location").expect("Location");
-        let page = self.get(&to_idp);
+        let visit_to_idp = r.header("location").expect("Location");
+        let page = self.get(&visit_to_idp);
         assert_eq!(
             page.status,
             200,
@@ -533,7 +533,7 @@ impl Browser {
     /// The whole login: protected URL -> IdP -> ACS -> 303 -> the URL again. Returns the ACS
     /// answer and the final answer.
     pub fn login(&mut self, url: &str) -> (Response, Response) {
-        let (_, form) = self.to_idp(url);
+        let (_, form) = self.visit_to_idp(url);
         let acs = self.post_acs(
             &form.action,
             Some(&form.saml_response),
