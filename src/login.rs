@@ -115,6 +115,13 @@ fn random_token(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
+const RETURN_PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`');
+
 /// A return target we are willing to redirect to: a same-origin path, nothing that a browser
 /// could read as another host. Anything else becomes `/`.
 pub fn safe_return_path(target: &str) -> String {
@@ -129,7 +136,8 @@ pub fn safe_return_path(target: &str) -> String {
             !lower.starts_with("/%2f") && !lower.starts_with("/%5c")
         };
     if ok {
-        t.to_string()
+        // Non-ASCII and spaces are escaped so the Location header is plain ASCII.
+        percent_encoding::utf8_percent_encode(t, RETURN_PATH_ESCAPES).to_string()
     } else {
         "/".to_string()
     }
@@ -236,6 +244,15 @@ impl Logins {
             return Err(LoginError::AlreadyFinished);
         }
 
+        if let Some(end) = verified.session_not_on_or_after {
+            if end.timestamp() <= now {
+                // Accepting it would make a session that is already over: a login loop.
+                return Err(SamlError::Time(format!(
+                    "AuthnStatement SessionNotOnOrAfter {end} has passed; gateway clock {now} (unix)"
+                ))
+                .into());
+            }
+        }
         let profile = self.profile(&verified)?;
         let (token, hash) = session::new_token();
         let policy = self.policy.clone();
@@ -369,5 +386,6 @@ mod tests {
             assert_eq!(safe_return_path(bad), "/", "{bad}");
         }
         assert_eq!(safe_return_path("/ok/path?x=1"), "/ok/path?x=1");
+        assert_eq!(safe_return_path("/été?q=a b"), "/%C3%A9t%C3%A9?q=a%20b");
     }
 }

@@ -407,3 +407,118 @@ fn sp_metadata_is_served_and_matches_the_cli() {
         .text()
         .contains(&format!("Location=\"{}\"", h.url("/_saml/acs"))));
 }
+
+#[test]
+fn deeply_nested_xml_is_refused_without_harming_the_gateway() {
+    // Found by the attack run: a recursive parser on a 5000-deep document overflowed the stack
+    // and took the whole gateway down, before any signature check.
+    let mut h = Harness::start();
+    h.idp_next(user("alice"));
+    let mut b = h.browser();
+    let (_, form) = b.visit_to_idp(&h.url("/"));
+    let deep = format!(
+        "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\">{}{}</samlp:Response>",
+        "<x>".repeat(5000),
+        "</x>".repeat(5000)
+    );
+    let deep = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, deep);
+    let r = b.post_acs(&form.action, Some(&deep), form.relay_state.as_deref());
+    assert_rejected(&mut h, &r, "could not be read", "nests deeper");
+    // Still alive, and the genuine answer still works.
+    let ok = b.post_acs(
+        &form.action,
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_eq!(ok.status, 303, "{}", ok.text());
+}
+
+#[test]
+fn s11_a_signing_key_without_use_beside_a_signing_one_is_trusted() {
+    let h = Harness::start_with(Opts {
+        sign_with_key_without_use: true,
+        ..Opts::default()
+    });
+    h.idp_next(user("alice"));
+    let (_, last) = h.browser().login(&h.url("/"));
+    assert_eq!(last.status, 200);
+}
+
+#[test]
+fn s13_a_not_before_within_the_skew_is_accepted() {
+    let h = Harness::start();
+    h.idp_next(json!({"name_id": "alice", "not_before_offset_seconds": 30}));
+    let (_, last) = h.browser().login(&h.url("/"));
+    assert_eq!(last.status, 200);
+}
+
+#[test]
+fn s14_time_bounds_outside_the_skew_are_rejected_naming_the_clock() {
+    for (settings, log_says) in [
+        (
+            json!({"name_id": "alice", "not_before_offset_seconds": 600}),
+            "NotBefore",
+        ),
+        (
+            json!({"name_id": "alice", "not_on_or_after_seconds": -600}),
+            "NotOnOrAfter",
+        ),
+        (
+            json!({"name_id": "alice", "issue_instant_offset_seconds": 600}),
+            "in the future",
+        ),
+    ] {
+        let mut h = Harness::start();
+        let (mut b, form) = answer(&h, settings);
+        let r = b.post_acs(
+            &form.action,
+            Some(&form.saml_response),
+            form.relay_state.as_deref(),
+        );
+        assert_rejected(&mut h, &r, "expired or is not yet valid", log_says);
+        assert!(
+            h.gateway_log().contains("gateway clock"),
+            "both clocks named"
+        );
+        no_users(&mut h);
+    }
+}
+
+#[test]
+fn an_assertion_without_our_audience_is_rejected() {
+    for audience in [
+        serde_json::Value::Null,
+        json!("https://other-sp.test/metadata"),
+    ] {
+        let mut h = Harness::start();
+        let (mut b, form) = answer(&h, json!({"name_id": "alice", "audience": audience}));
+        let r = b.post_acs(
+            &form.action,
+            Some(&form.saml_response),
+            form.relay_state.as_deref(),
+        );
+        assert_rejected(
+            &mut h,
+            &r,
+            "meant for another service",
+            "AudienceRestriction",
+        );
+        no_users(&mut h);
+    }
+}
+
+#[test]
+fn a_session_the_idp_already_ended_is_not_created() {
+    // Accepting it would make a dead session and send the browser round the IdP forever.
+    let mut h = Harness::start();
+    let (mut b, form) = answer(
+        &h,
+        json!({"name_id": "alice", "session_not_on_or_after_seconds": -60}),
+    );
+    let r = b.post_acs(
+        &form.action,
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_rejected(&mut h, &r, "expired", "SessionNotOnOrAfter");
+}

@@ -13,6 +13,8 @@ pub enum SamlError {
     BadBase64,
     #[error("SAMLResponse is not well-formed XML: {0}")]
     BadXml(String),
+    #[error("the XML nests deeper than {0} elements")]
+    TooDeep(usize),
     #[error("the XML carries a document type declaration (DTD), which is never accepted")]
     Dtd,
     #[error("the message root is `{0}`, not a samlp:Response")]
@@ -49,7 +51,7 @@ pub enum SamlError {
     RecipientMismatch { got: String, expected: String },
     #[error("Issuer `{got}` differs from the IdP entity id `{expected}`")]
     IssuerMismatch { got: String, expected: String },
-    #[error("the assertion's audience does not include `{0}`")]
+    #[error("the assertion has no AudienceRestriction naming this gateway `{0}`")]
     AudienceMismatch(String),
     #[error("time check failed: {0}")]
     Time(String),
@@ -68,9 +70,8 @@ impl SamlError {
     pub fn reason(&self) -> &'static str {
         use SamlError::*;
         match self {
-            MissingResponse | TooLarge(..) | BadBase64 | BadXml(_) | Dtd | NotAResponse(_) => {
-                "The sign-in answer could not be read."
-            }
+            MissingResponse | TooLarge(..) | BadBase64 | BadXml(_) | Dtd | TooDeep(_)
+            | NotAResponse(_) => "The sign-in answer could not be read.",
             AssertionCount(_) | AssertionMisplaced | DuplicateId(_) | CommentInAssertion
             | SignatureMisplaced => "The sign-in answer has a structure that is not accepted.",
             NotSigned | BadSignature => {

@@ -77,12 +77,22 @@ impl ServiceProvider {
                 message: e.to_string(),
             });
         }
-        let idp_metadata =
+        let mut idp_metadata =
             xml.parse::<EntityDescriptor>()
                 .map_err(|e| SetupError::ParseMetadata {
                     file: file.clone(),
                     message: e.to_string(),
                 })?;
+        // A KeyDescriptor without `use` serves both purposes (SAML metadata spec, 2.4.1.1), but
+        // samael only falls back to such keys when no key says "signing". Mark them, so that
+        // every signing-capable key counts (key rollover often mixes the two forms).
+        for d in idp_metadata.idp_sso_descriptors.iter_mut().flatten() {
+            for k in &mut d.key_descriptors {
+                if k.key_use.as_deref().is_none_or(str::is_empty) {
+                    k.key_use = Some("signing".into());
+                }
+            }
+        }
         let idp_entity_id = idp_metadata
             .entity_id
             .clone()

@@ -25,6 +25,9 @@ const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 pub const MAX_FORM_FIELD: usize = 512 * 1024;
 /// Largest parsed document, in nodes; a real response has a few hundred.
 const MAX_NODES: u32 = 20_000;
+/// Deepest element nesting accepted; a real response nests about ten deep. The XML parsers
+/// after this point recurse per level, so an unbounded depth would exhaust the stack.
+const MAX_DEPTH: usize = 64;
 
 /// One attribute as the IdP sent it; several elements with one Name are merged.
 #[derive(Debug, Clone)]
@@ -84,12 +87,22 @@ impl ServiceProvider {
             .map_err(|_| SamlError::BadBase64)?;
         let xml = String::from_utf8(bytes).map_err(|_| SamlError::BadXml("not UTF-8".into()))?;
 
-        let envelope = self.inspect(&xml, expected_request_id)?;
+        if nesting_exceeds(xml.as_bytes(), MAX_DEPTH) {
+            return Err(SamlError::TooDeep(MAX_DEPTH));
+        }
+        let now = Utc::now();
+        let envelope = self.inspect(&xml, expected_request_id, now)?;
 
         let assertion = self
             .inner
             .parse_xml_response(&xml, Some(&[expected_request_id]))
-            .map_err(SamlError::from)?;
+            .map_err(|e| match SamlError::from(e) {
+                SamlError::Time(m) => SamlError::Time(format!(
+                    "{m}; gateway clock {}",
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )),
+                other => other,
+            })?;
 
         if assertion.id != envelope.assertion_id {
             // samael returned content other than the one Assertion we inspected.
@@ -98,7 +111,12 @@ impl ServiceProvider {
         self.read_assertion(assertion, envelope.weak_algorithm)
     }
 
-    fn inspect(&self, xml: &str, expected_request_id: &str) -> Result<Envelope, SamlError> {
+    fn inspect(
+        &self,
+        xml: &str,
+        expected_request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Envelope, SamlError> {
         let opts = roxmltree::ParsingOptions {
             allow_dtd: false,
             nodes_limit: MAX_NODES,
@@ -234,6 +252,38 @@ impl ServiceProvider {
             _ => {}
         }
 
+        // samael checks that IssueInstant is not too old, but not that it is not in the future.
+        for (what, node) in [("Response", root), ("Assertion", assertion)] {
+            let Some(text) = node.attribute("IssueInstant") else {
+                continue;
+            };
+            let at = DateTime::parse_from_rfc3339(text).map_err(|_| {
+                SamlError::Time(format!("{what} IssueInstant `{text}` is not a valid time"))
+            })?;
+            if at.with_timezone(&Utc) > now + self.clock_skew {
+                return Err(SamlError::Time(format!(
+                    "{what} IssueInstant {text} is in the future: gateway clock {}, allowed skew {} s",
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    self.clock_skew.num_seconds()
+                )));
+            }
+        }
+
+        // The bearer profile requires an audience; samael checks it only when present.
+        let audiences: Vec<&str> = assertion
+            .children()
+            .filter(|n| n.has_tag_name((NS_ASSERTION, "Conditions")))
+            .flat_map(|c| c.children())
+            .filter(|n| n.has_tag_name((NS_ASSERTION, "AudienceRestriction")))
+            .flat_map(|r| r.children())
+            .filter(|n| n.has_tag_name((NS_ASSERTION, "Audience")))
+            .filter_map(|n| n.text())
+            .map(str::trim)
+            .collect();
+        if !audiences.contains(&self.entity_id.as_str()) {
+            return Err(SamlError::AudienceMismatch(self.entity_id.clone()));
+        }
+
         Ok(Envelope {
             assertion_id: assertion.attribute("ID").unwrap_or("").to_string(),
             weak_algorithm: weak,
@@ -311,5 +361,77 @@ impl ServiceProvider {
             weak_algorithm,
             _sealed: Sealed,
         })
+    }
+}
+
+/// Whether element nesting goes deeper than `limit`, found by a flat scan that builds nothing.
+/// Malformed input is left for the parser to reject; this only bounds depth.
+fn nesting_exceeds(xml: &[u8], limit: usize) -> bool {
+    fn skip_past(xml: &[u8], from: usize, end: &[u8]) -> usize {
+        xml[from..]
+            .windows(end.len())
+            .position(|w| w == end)
+            .map(|p| from + p + end.len())
+            .unwrap_or(xml.len())
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < xml.len() {
+        if xml[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &xml[i..];
+        if rest.starts_with(b"<!--") {
+            i = skip_past(xml, i + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = skip_past(xml, i + 9, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = skip_past(xml, i + 2, b"?>");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = skip_past(xml, i + 2, b">");
+        } else if rest.starts_with(b"<!") {
+            i = skip_past(xml, i + 2, b">");
+        } else {
+            // A start tag: find its end, honouring quoted attribute values (which may hold '>').
+            let mut j = i + 1;
+            let mut quote = None;
+            while j < xml.len() {
+                let c = xml[j];
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => {}
+                    None if c == b'"' || c == b'\'' => quote = Some(c),
+                    None if c == b'>' => break,
+                    None => {}
+                }
+                j += 1;
+            }
+            if xml.get(j.wrapping_sub(1)) != Some(&b'/') {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            i = j + 1;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_exceeds;
+
+    #[test]
+    fn nesting_depth_is_bounded_without_parsing() {
+        let deep = format!("<r>{}{}</r>", "<x>".repeat(100), "</x>".repeat(100));
+        assert!(nesting_exceeds(deep.as_bytes(), 64));
+        let flat = format!("<r>{}</r>", "<x a='>'/><y>t</y><!-- <z> -->".repeat(1000));
+        assert!(!nesting_exceeds(flat.as_bytes(), 64));
+        let real = "<a><b><c attr=\"x>y\"><d/></c></b><![CDATA[<e><f>]]></a>";
+        assert!(!nesting_exceeds(real.as_bytes(), 3));
+        assert!(nesting_exceeds(real.as_bytes(), 2));
     }
 }

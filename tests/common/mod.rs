@@ -128,6 +128,9 @@ pub struct Opts {
     pub sync_groups: bool,
     pub allow_sha1: bool,
     pub public_paths: Vec<String>,
+    /// Key rollover: the IdP signs with a second key whose KeyDescriptor has no `use`,
+    /// listed beside the first key (`use="signing"`).
+    pub sign_with_key_without_use: bool,
 }
 
 impl Default for Opts {
@@ -138,6 +141,7 @@ impl Default for Opts {
             sync_groups: true,
             allow_sha1: false,
             public_paths: vec!["/public".into()],
+            sign_with_key_without_use: false,
         }
     }
 }
@@ -165,28 +169,32 @@ impl Harness {
     pub fn start_with(opts: Opts) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        let key = d.join("idp-key.pem");
-        let cert = d.join("idp-cert.pem");
-        let st = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=test-idp",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(st.success(), "openssl could not make the IdP key");
+        let keypair = |name: &str| {
+            let key = d.join(format!("{name}-key.pem"));
+            let cert = d.join(format!("{name}-cert.pem"));
+            let st = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                ])
+                .arg(format!("/CN={name}"))
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl");
+            assert!(st.success(), "openssl could not make a key");
+            (key, cert)
+        };
+        let (key, cert) = keypair("idp-k1");
+        // With rollover, K2 signs and K1 is the extra (older) key in the metadata.
+        let (key, cert, extra) = if opts.sign_with_key_without_use {
+            let (k2, c2) = keypair("idp-k2");
+            (k2, c2, Some(cert))
+        } else {
+            (key, cert, None)
+        };
 
         let idp_port = free_port();
         let gw_port = free_port();
@@ -204,6 +212,11 @@ impl Harness {
             .arg(&idp_meta)
             .arg("--sp-metadata")
             .arg(&sp_meta)
+            .args(
+                extra
+                    .iter()
+                    .flat_map(|c| [std::ffi::OsStr::new("--extra-cert"), c.as_os_str()]),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -213,6 +226,13 @@ impl Harness {
             .read_line(&mut line)
             .expect("IdP stdout");
         assert_eq!(line.trim(), "READY", "the pysaml2 IdP did not start");
+        if opts.sign_with_key_without_use {
+            // The signing key (listed first) loses its `use`; the other keeps use="signing".
+            let meta = std::fs::read_to_string(&idp_meta).expect("IdP metadata");
+            let edited = meta.replacen("KeyDescriptor use=\"signing\"", "KeyDescriptor", 1);
+            assert_ne!(meta, edited, "metadata edit");
+            std::fs::write(&idp_meta, edited).expect("write IdP metadata");
+        }
 
         let backend = Backend::start();
         let store_path = d.join("samlgate.redb");

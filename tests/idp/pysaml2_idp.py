@@ -31,6 +31,9 @@ HTTP API:
        tamper null | "inject_unsigned_assertion_first" | "inject_unsigned_assertion_last"
               | "strip_signatures" | "edit_name_id"   (applied after signing)
        tamper_name_id "admin"  (NameID of the injected assertion / edited NameID)
+       issue_instant_offset_seconds 0 (Assertion IssueInstant = now + offset)
+       audience "sp" (the SP entity id) | another string | null (no AudienceRestriction)
+       session_not_on_or_after_seconds null | N (AuthnStatement SessionNotOnOrAfter = now + N)
   GET  /slo?SAMLRequest=..  (minimal) answer a LogoutRequest with a 302 to the SP's Redirect
        SingleLogoutService carrying an unsigned Success LogoutResponse.
   GET  /control/last        {"SAMLResponse": b64, "RelayState": str|null, "acs": url}
@@ -72,6 +75,7 @@ DEFAULTS = {
     "status": "Success", "in_response_to": True, "session_index": None,
     "not_on_or_after_seconds": 300, "not_before_offset_seconds": -60,
     "tamper": None, "tamper_name_id": "admin",
+    "issue_instant_offset_seconds": 0, "audience": "sp", "session_not_on_or_after_seconds": None,
 }
 
 
@@ -96,6 +100,10 @@ def validate_settings(body):
         (isinstance(s["status"], str) and s["status"], "status"),
         (all(isinstance(s[k], str) for k in ("name_id", "tamper_name_id")), "name_id/tamper_name_id"),
         (s["session_index"] is None or isinstance(s["session_index"], str), "session_index"),
+        (s["audience"] is None or isinstance(s["audience"], str), "audience"),
+        (isinstance(s["issue_instant_offset_seconds"], (int, float)), "issue_instant_offset_seconds"),
+        (s["session_not_on_or_after_seconds"] is None
+         or isinstance(s["session_not_on_or_after_seconds"], (int, float)), "session_not_on_or_after_seconds"),
         (all(isinstance(s[k], bool) for k in ("sign_assertion", "sign_response", "in_response_to")),
          "sign_assertion/sign_response/in_response_to (booleans)"),
         (all(isinstance(s[k], (int, float)) and not isinstance(s[k], bool)
@@ -200,8 +208,12 @@ class IdP:
                     av.set_text(v)  # str -> xsi:type="xs:string"
                     avs.append(av)
                 attrs.append(saml.Attribute(name=name, name_format=saml.NAME_FORMAT_URI, attribute_value=avs))
+        # "sp" = the SP's entity id; another string = that audience; None = no AudienceRestriction.
+        audience = sp if s["audience"] == "sp" else s["audience"]
+        restriction = [saml.AudienceRestriction(audience=[saml.Audience(text=audience)])] if audience else []
+        sn = s["session_not_on_or_after_seconds"]
         return saml.Assertion(
-            id=sid(), version="2.0", issue_instant=utc(now),
+            id=sid(), version="2.0", issue_instant=utc(now + s["issue_instant_offset_seconds"]),
             issuer=saml.Issuer(text=self.entity_id, format=saml.NAMEID_FORMAT_ENTITY),
             subject=saml.Subject(
                 name_id=saml.NameID(format=NAMEID_FORMATS[s["name_id_format"]], text=name_id),
@@ -211,9 +223,10 @@ class IdP:
                         recipient=acs, not_on_or_after=nooa, in_response_to=req_id))]),
             conditions=saml.Conditions(
                 not_before=utc(now + s["not_before_offset_seconds"]), not_on_or_after=nooa,
-                audience_restriction=[saml.AudienceRestriction(audience=[saml.Audience(text=sp)])]),
+                audience_restriction=restriction),
             authn_statement=[saml.AuthnStatement(
                 authn_instant=utc(now), session_index=s["session_index"],
+                session_not_on_or_after=utc(now + sn) if sn is not None else None,
                 authn_context=saml.AuthnContext(authn_context_class_ref=saml.AuthnContextClassRef(
                     text=saml.AUTHN_PASSWORD_PROTECTED)))],
             attribute_statement=[saml.AttributeStatement(attribute=attrs)] if attrs else [])

@@ -1,0 +1,176 @@
+//! Provisioning rules against a real redb file, without HTTP or SAML in the way.
+
+use samlgate::config::ProvisioningPolicy;
+use samlgate::provision::{provision, Outcome, Profile};
+use samlgate::store::{GroupSource, Store, User};
+
+fn policy() -> ProvisioningPolicy {
+    ProvisioningPolicy {
+        reactivate_inactive: true,
+        default_groups: vec!["everyone".into()],
+        sync_groups: true,
+        contact: "help desk".into(),
+    }
+}
+
+fn profile(groups: Option<&[&str]>) -> Profile {
+    Profile {
+        idp: "https://idp.test".into(),
+        subject: "subj-1".into(),
+        username: "alice".into(),
+        display_name: Some("Alice".into()),
+        email: Some("alice@corp.test".into()),
+        groups: groups.map(|g| g.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+fn login(store: &Store, p: Profile, pol: ProvisioningPolicy) -> User {
+    match store
+        .write_blocking(move |tx| provision(tx, &p, &pol, 1_700_000_000))
+        .unwrap()
+    {
+        Outcome::LoggedIn { user, .. } => user,
+        Outcome::Refused { why, .. } => panic!("refused: {why:?}"),
+    }
+}
+
+fn memberships(u: &User) -> Vec<(String, GroupSource)> {
+    u.groups
+        .iter()
+        .map(|m| (m.group.clone(), m.source))
+        .collect()
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("t.redb")).unwrap();
+    (dir, s)
+}
+
+#[test]
+fn p06_with_group_sync_off_memberships_never_change() {
+    let (_d, s) = store();
+    login(&s, profile(Some(&["eng"])), policy());
+    let off = ProvisioningPolicy {
+        sync_groups: false,
+        ..policy()
+    };
+    let u = login(&s, profile(Some(&["qa"])), off);
+    assert_eq!(
+        memberships(&u),
+        vec![
+            ("eng".into(), GroupSource::Idp),
+            ("everyone".into(), GroupSource::Default)
+        ]
+    );
+}
+
+#[test]
+fn p09_absent_group_claim_keeps_groups_and_an_empty_one_removes_idp_groups() {
+    let (_d, s) = store();
+    login(&s, profile(Some(&["eng", "ops"])), policy());
+    let u = login(&s, profile(None), policy());
+    assert_eq!(
+        u.group_names(),
+        vec!["eng", "everyone", "ops"],
+        "absent: no sync"
+    );
+    let u = login(&s, profile(Some(&[])), policy());
+    assert_eq!(
+        memberships(&u),
+        vec![("everyone".into(), GroupSource::Default)],
+        "zero values"
+    );
+}
+
+#[test]
+fn p09_an_empty_value_never_blanks_a_stored_field() {
+    let (_d, s) = store();
+    login(&s, profile(Some(&[])), policy());
+    let mut p = profile(Some(&[]));
+    p.email = Some(String::new());
+    p.display_name = None;
+    let u = login(&s, p, policy());
+    assert_eq!(u.email.as_deref(), Some("alice@corp.test"));
+    assert_eq!(u.display_name.as_deref(), Some("Alice"));
+}
+
+#[test]
+fn default_groups_follow_the_config() {
+    let (_d, s) = store();
+    login(&s, profile(Some(&[])), policy());
+    let changed = ProvisioningPolicy {
+        default_groups: vec!["staff".into()],
+        ..policy()
+    };
+    let u = login(&s, profile(Some(&[])), changed);
+    assert_eq!(
+        memberships(&u),
+        vec![("staff".into(), GroupSource::Default)]
+    );
+}
+
+#[test]
+fn p14_concurrent_first_logins_of_one_subject_make_one_user() {
+    let (_d, s) = store();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let ids: Vec<u64> = rt.block_on(async {
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let p = profile(Some(&["eng"]));
+                    match s
+                        .write(move |tx| provision(tx, &p, &policy(), 1))
+                        .await
+                        .unwrap()
+                    {
+                        Outcome::LoggedIn { user, .. } => user.id,
+                        Outcome::Refused { .. } => panic!("refused"),
+                    }
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let users = s.users().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        users[0].groups.len(),
+        2,
+        "one membership per group: {:?}",
+        users[0].groups
+    );
+    let created = s
+        .audit_events()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "user created")
+        .count();
+    assert_eq!(created, 1);
+}
+
+#[test]
+fn a_committed_user_survives_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    {
+        let s = Store::open(&path).unwrap();
+        login(&s, profile(Some(&["eng"])), policy());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.users().unwrap().len(), 1);
+    assert!(s
+        .user_by_subject("https://idp.test", "subj-1")
+        .unwrap()
+        .is_some());
+}
