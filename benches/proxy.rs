@@ -35,10 +35,14 @@ fn wait_port(port: u16) {
     }
 }
 
+/// Stops a child with SIGTERM (nginx's master then stops its workers; SIGKILL would orphan
+/// them) and reaps it.
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 }

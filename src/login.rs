@@ -45,6 +45,12 @@ pub enum LoginError {
     Disabled { username: String, contact: String },
     #[error("user {username} is inactive and reactivation on login is off")]
     Inactive { username: String, contact: String },
+    #[error("{what} {value:?} already belongs to another user")]
+    Conflict {
+        what: &'static str,
+        value: String,
+        contact: String,
+    },
     #[error("required attribute for {field} is missing; candidates {candidates:?}; received {received:?}")]
     MissingAttribute {
         field: &'static str,
@@ -58,7 +64,9 @@ pub enum LoginError {
 impl LoginError {
     pub fn status(&self) -> u16 {
         match self {
-            LoginError::Disabled { .. } | LoginError::Inactive { .. } => 403,
+            LoginError::Disabled { .. }
+            | LoginError::Inactive { .. }
+            | LoginError::Conflict { .. } => 403,
             LoginError::Store(_) => 503,
             _ => 400,
         }
@@ -76,6 +84,9 @@ impl LoginError {
             LoginError::Disabled { contact, .. } | LoginError::Inactive { contact, .. } => {
                 format!("Your account is disabled here. Please ask {contact} to enable it.")
             }
+            LoginError::Conflict { what, contact, .. } => format!(
+                "Your {what} already belongs to another account here. Please ask {contact} to sort it out."
+            ),
             LoginError::MissingAttribute { field, .. } => format!(
                 "The identity provider did not send your {field}. Please tell your administrator."
             ),
@@ -271,10 +282,20 @@ impl Logins {
                 match provision::provision(tx, &profile, &policy, now)? {
                     Outcome::Refused { user, why } => {
                         let contact = policy.contact.clone();
-                        let username = user.username;
+                        let username = user.map(|u| u.username).unwrap_or_default();
                         Ok(Err(match why {
                             Refusal::Disabled => LoginError::Disabled { username, contact },
                             Refusal::Inactive => LoginError::Inactive { username, contact },
+                            Refusal::UsernameTaken(value) => LoginError::Conflict {
+                                what: "username",
+                                value,
+                                contact,
+                            },
+                            Refusal::EmailTaken(value) => LoginError::Conflict {
+                                what: "e-mail address",
+                                value,
+                                contact,
+                            },
                         }))
                     }
                     Outcome::LoggedIn { user, created } => {

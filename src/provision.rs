@@ -25,18 +25,29 @@ pub struct Profile {
     pub groups: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// Disabled by an admin.
     Disabled,
     /// Inactive, and the policy does not reactivate on login.
     Inactive,
+    /// The username belongs to another user; the backend would see two people as one.
+    UsernameTaken(String),
+    /// A new subject arrived with an e-mail address another user holds; never linked silently.
+    EmailTaken(String),
 }
 
 #[derive(Debug)]
 pub enum Outcome {
-    LoggedIn { user: User, created: bool },
-    Refused { user: User, why: Refusal },
+    LoggedIn {
+        user: User,
+        created: bool,
+    },
+    /// `user` is `None` when the refused login would have created one.
+    Refused {
+        user: Option<User>,
+        why: Refusal,
+    },
 }
 
 pub fn provision(
@@ -46,6 +57,15 @@ pub fn provision(
     now: i64,
 ) -> Result<Outcome, StoreError> {
     let Some(mut user) = tx.user_by_subject(&profile.idp, &profile.subject)? else {
+        if let Some(why) = identity_conflict(tx, profile, None)? {
+            tx.audit(
+                now,
+                "login refused",
+                None,
+                json!({"subject": profile.subject, "reason": format!("{why:?}")}),
+            )?;
+            return Ok(Outcome::Refused { user: None, why });
+        }
         let user = create(tx, profile, policy, now)?;
         return Ok(Outcome::LoggedIn {
             user,
@@ -62,7 +82,7 @@ pub fn provision(
                 json!({"reason": "disabled by an admin"}),
             )?;
             return Ok(Outcome::Refused {
-                user,
+                user: Some(user),
                 why: Refusal::Disabled,
             });
         }
@@ -74,7 +94,7 @@ pub fn provision(
                 json!({"reason": "inactive; reactivation is off"}),
             )?;
             return Ok(Outcome::Refused {
-                user,
+                user: Some(user),
                 why: Refusal::Inactive,
             });
         }
@@ -85,6 +105,35 @@ pub fn provision(
         }
         UserStatus::Active => {}
     }
+
+    if let Some(why) = identity_conflict(tx, profile, Some(user.id))? {
+        match why {
+            Refusal::UsernameTaken(_) => {
+                tx.audit(
+                    now,
+                    "login refused",
+                    Some(&user),
+                    json!({"reason": format!("{why:?}")}),
+                )?;
+                return Ok(Outcome::Refused {
+                    user: Some(user),
+                    why,
+                });
+            }
+            // A known user's new address that another user holds: keep the old address.
+            _ => {
+                log::warn!(
+                    "user {}: the IdP sent e-mail {:?}, which belongs to another user; e-mail not updated",
+                    user.username,
+                    profile.email
+                );
+            }
+        }
+    }
+    let email_free = match profile.email.as_deref().filter(|e| !e.is_empty()) {
+        Some(e) => tx.email_owner(e)?.is_none_or(|id| id == user.id),
+        None => true,
+    };
 
     let mut changed = serde_json::Map::new();
     let mut set = |field: &str, slot: &mut Option<String>, new: &Option<String>| {
@@ -101,7 +150,9 @@ pub fn provision(
         &mut user.display_name,
         &profile.display_name,
     );
-    set("email", &mut user.email, &profile.email);
+    if email_free {
+        set("email", &mut user.email, &profile.email);
+    }
     if !profile.username.is_empty() && user.username != profile.username {
         changed.insert(
             "username".into(),
@@ -136,6 +187,27 @@ pub fn provision(
         user,
         created: false,
     })
+}
+
+/// Whether the profile's username or e-mail already belongs to a user other than `me`.
+fn identity_conflict(
+    tx: &Tx<'_>,
+    profile: &Profile,
+    me: Option<u64>,
+) -> Result<Option<Refusal>, StoreError> {
+    if let Some(owner) = tx.username_owner(&profile.username)? {
+        if Some(owner) != me {
+            return Ok(Some(Refusal::UsernameTaken(profile.username.clone())));
+        }
+    }
+    if let Some(email) = profile.email.as_deref().filter(|e| !e.is_empty()) {
+        if let Some(owner) = tx.email_owner(email)? {
+            if Some(owner) != me {
+                return Ok(Some(Refusal::EmailTaken(email.to_string())));
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn create(

@@ -174,3 +174,75 @@ fn a_committed_user_survives_reopening_the_file() {
         .unwrap()
         .is_some());
 }
+
+fn refused(store: &Store, p: Profile) -> samlgate::provision::Refusal {
+    let pol = policy();
+    match store
+        .write_blocking(move |tx| provision(tx, &p, &pol, 1_700_000_100))
+        .unwrap()
+    {
+        Outcome::Refused { why, .. } => why,
+        Outcome::LoggedIn { user, .. } => panic!("logged in as {user:?}"),
+    }
+}
+
+#[test]
+fn p13_a_new_subject_with_another_users_email_is_refused_not_linked() {
+    use samlgate::provision::Refusal;
+    let (_d, s) = store();
+    login(&s, profile(Some(&["admins"])), policy());
+    let mut mallory = profile(Some(&[]));
+    mallory.subject = "subj-2".into();
+    mallory.username = "mallory".into();
+    mallory.email = Some("ALICE@corp.test".into());
+    assert_eq!(
+        refused(&s, mallory),
+        Refusal::EmailTaken("ALICE@corp.test".into())
+    );
+    assert_eq!(s.users().unwrap().len(), 1, "no second user");
+    let audit = s.audit_events().unwrap();
+    assert!(audit.iter().any(|e| e.kind == "login refused"), "{audit:?}");
+}
+
+#[test]
+fn two_subjects_can_never_share_a_username() {
+    // The backend trusts the username header: two people must never arrive as one.
+    use samlgate::provision::Refusal;
+    let (_d, s) = store();
+    login(&s, profile(Some(&["admins"])), policy());
+    let mut other = profile(Some(&[]));
+    other.subject = "subj-2".into();
+    other.email = Some("other@corp.test".into());
+    other.username = "Alice".into();
+    assert_eq!(
+        refused(&s, other.clone()),
+        Refusal::UsernameTaken("Alice".into())
+    );
+    // Nor by renaming an existing user onto it.
+    other.username = "bob".into();
+    login(&s, other.clone(), policy());
+    other.username = "alice".into();
+    assert_eq!(refused(&s, other), Refusal::UsernameTaken("alice".into()));
+    let users = s.users().unwrap();
+    assert_eq!(
+        users
+            .iter()
+            .filter(|u| u.username.eq_ignore_ascii_case("alice"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_known_users_email_change_onto_a_taken_address_keeps_the_old_one() {
+    let (_d, s) = store();
+    login(&s, profile(Some(&[])), policy());
+    let mut bob = profile(Some(&[]));
+    bob.subject = "subj-2".into();
+    bob.username = "bob".into();
+    bob.email = Some("bob@corp.test".into());
+    login(&s, bob.clone(), policy());
+    bob.email = Some("alice@corp.test".into());
+    let u = login(&s, bob, policy());
+    assert_eq!(u.email.as_deref(), Some("bob@corp.test"));
+}

@@ -25,6 +25,11 @@ const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions")
 const REPLAY: TableDefinition<&str, i64> = TableDefinition::new("replay");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Case-folded username -> user id: the backend trusts the username header, so no two users
+/// may share one.
+const USERNAMES: TableDefinition<&str, u64> = TableDefinition::new("usernames");
+/// Case-folded e-mail -> user id, so a new subject never silently takes over an address.
+const EMAILS: TableDefinition<&str, u64> = TableDefinition::new("emails");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -126,6 +131,11 @@ pub struct AuditEvent {
     pub detail: serde_json::Value,
 }
 
+/// The form in which two usernames or e-mail addresses are the same.
+fn fold(s: &str) -> String {
+    s.trim().to_lowercase()
+}
+
 fn subject_key(idp: &str, subject: &str) -> String {
     format!("{idp}\n{subject}")
 }
@@ -172,6 +182,8 @@ impl Store {
         txn.open_table(REPLAY)?;
         txn.open_table(AUDIT)?;
         txn.open_table(META)?;
+        txn.open_table(USERNAMES)?;
+        txn.open_table(EMAILS)?;
         txn.commit()?;
         let db = Arc::new(db);
         Ok(Store {
@@ -316,15 +328,49 @@ impl Tx<'_> {
         self.next("next_user_id")
     }
 
-    /// Insert or replace a user, keeping the subject index in step.
+    /// Insert or replace a user, keeping the subject, username and e-mail indexes in step.
+    /// Callers check `username_owner`/`email_owner` first; this overwrites an index entry.
     pub fn put_user(&mut self, user: &User) -> Result<(), StoreError> {
+        let old = self.user(user.id)?;
         self.txn
             .open_table(USERS)?
             .insert(user.id, encode(user).as_slice())?;
         self.txn
             .open_table(SUBJECTS)?
             .insert(subject_key(&user.idp, &user.subject).as_str(), user.id)?;
+        let mut names = self.txn.open_table(USERNAMES)?;
+        let mut emails = self.txn.open_table(EMAILS)?;
+        if let Some(old) = &old {
+            if fold(&old.username) != fold(&user.username) {
+                names.remove(fold(&old.username).as_str())?;
+            }
+            if let Some(e) = old
+                .email
+                .as_deref()
+                .filter(|e| Some(*e) != user.email.as_deref())
+            {
+                emails.remove(fold(e).as_str())?;
+            }
+        }
+        names.insert(fold(&user.username).as_str(), user.id)?;
+        if let Some(e) = &user.email {
+            emails.insert(fold(e).as_str(), user.id)?;
+        }
         Ok(())
+    }
+
+    /// The user who holds this username (compared case-insensitively), if any.
+    pub fn username_owner(&self, username: &str) -> Result<Option<u64>, StoreError> {
+        let t = self.txn.open_table(USERNAMES)?;
+        let id = t.get(fold(username).as_str())?.map(|v| v.value());
+        Ok(id)
+    }
+
+    /// The user who holds this e-mail address (compared case-insensitively), if any.
+    pub fn email_owner(&self, email: &str) -> Result<Option<u64>, StoreError> {
+        let t = self.txn.open_table(EMAILS)?;
+        let id = t.get(fold(email).as_str())?.map(|v| v.value());
+        Ok(id)
     }
 
     pub fn audit(

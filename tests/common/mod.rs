@@ -15,23 +15,24 @@ use std::time::{Duration, Instant};
 
 pub use http::{request, Response};
 
-/// A free port on 127.0.0.1 (bound, then released).
+/// A free port on 127.0.0.1, chosen below the kernel's ephemeral range (32768 and up here):
+/// a port handed out by `bind(0)` and released can be taken again at once by any outgoing
+/// connection, before the server under test binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919) % 12000;
+    let _ = NEXT.compare_exchange(0, 20000 + seed, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let mut p = NEXT.fetch_add(1, Ordering::SeqCst);
+        if p >= 32000 {
+            NEXT.store(20000, Ordering::SeqCst);
+            p = 20000;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
     }
-    panic!("{what} did not start listening on 127.0.0.1:{port}");
 }
 
 /// The Python that has pysaml2: `SAMLGATE_TEST_PYTHON`, else the venv the test script makes.
@@ -306,6 +307,8 @@ contact = "the IT help desk"
 
     pub fn start_gateway(&mut self) {
         assert!(self.gateway.is_none());
+        // A Store opened by `with_store` releases the file when its writer thread ends.
+        std::thread::sleep(Duration::from_millis(20));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -320,7 +323,21 @@ contact = "the IT help desk"
             .spawn()
             .expect("start samlgate");
         self.gateway = Some(child);
-        wait_for_port(self.gw_port, "samlgate");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.gw_port)).is_err() {
+            let exited = self
+                .gateway
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                panic!(
+                    "samlgate did not start on 127.0.0.1:{} ({exited:?}); its log:\n{}",
+                    self.gw_port,
+                    self.gateway_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILL the gateway: nothing gets a chance to flush, so what survives was committed.
