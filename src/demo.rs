@@ -42,6 +42,14 @@ pub fn run(data_dir: &Path, base_port: u16) -> Result<(), DemoError> {
     let setup = |e: String| DemoError::Setup(e);
     std::fs::create_dir_all(data_dir).map_err(|e| setup(format!("{}: {e}", data_dir.display())))?;
     let (gw, idp_port, be_port) = (base_port, base_port + 1, base_port + 2);
+    // Fail now rather than send browsers to whatever else owns one of these ports.
+    for port in [gw, idp_port, be_port] {
+        std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
+            setup(format!(
+                "127.0.0.1:{port} is not free ({e}); the demo needs {gw}, {idp_port} and {be_port}: pick another --port"
+            ))
+        })?;
+    }
     let idp_base = format!("http://127.0.0.1:{idp_port}");
 
     let idp = Arc::new(DevIdp::generate(&idp_base).map_err(setup)?);
@@ -55,6 +63,7 @@ pub fn run(data_dir: &Path, base_port: u16) -> Result<(), DemoError> {
 listen = "127.0.0.1:{gw}"
 public_url = "http://127.0.0.1:{gw}"
 public_paths = ["/public"]
+grace_period_seconds = 1
 
 [upstream]
 url = "http://127.0.0.1:{be_port}"

@@ -37,7 +37,7 @@ enum Command {
     },
     /// Run a self-contained demo: gateway, development IdP and echo backend on 127.0.0.1.
     Demo {
-        /// Where the demo keeps its config, keys and store.
+        /// Where the demo writes its generated config, the IdP metadata and the store.
         #[arg(long, default_value = "samlgate-demo")]
         data_dir: PathBuf,
         /// Gateway port; the IdP uses the next port and the backend the one after.

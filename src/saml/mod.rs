@@ -22,8 +22,12 @@ use crate::config::Config;
 /// The gateway could not set up its SAML side; `samlgate check` prints these.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("{file}: cannot read the IdP metadata: {error}")]
-    ReadMetadata { file: String, error: std::io::Error },
+    #[error("{config}: key `idp.metadata_file`: cannot read {file}: {error}")]
+    ReadMetadata {
+        config: String,
+        file: String,
+        error: std::io::Error,
+    },
     #[error("{file}: not valid SAML metadata: {message}")]
     ParseMetadata { file: String, message: String },
     #[error("{file}: the IdP metadata has no signing certificate (KeyDescriptor use=\"signing\" or without use); refusing to start, since nothing could be verified")]
@@ -66,6 +70,7 @@ impl ServiceProvider {
         let file = cfg.idp.metadata_file.display().to_string();
         let xml = std::fs::read_to_string(&cfg.idp.metadata_file).map_err(|error| {
             SetupError::ReadMetadata {
+                config: cfg.file.display().to_string(),
                 file: file.clone(),
                 error,
             }
