@@ -138,7 +138,7 @@ struct Run {
     p99_us: f64,
 }
 
-fn wrk(port: u16, cookie: Option<&str>, conns: u32, secs: u32) -> Run {
+fn wrk(port: u16, path: &str, cookie: Option<&str>, conns: u32, secs: u32) -> Run {
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t1",
@@ -216,7 +216,7 @@ fn main() {
     let conf = dir.path().join("samlgate.toml");
     std::fs::write(&conf, format!(
         "[server]\nlisten = \"127.0.0.1:{gw}\"\npublic_url = \"http://127.0.0.1:{gw}\"\nthreads = 1\ngrace_period_seconds = 1\n\
-[upstream]\nurl = \"http://127.0.0.1:{backend}\"\n[store]\npath = \"bench.redb\"\n[idp]\nmetadata_file = \"idp.xml\"\n"
+public_paths = [\"/public\"]\n[upstream]\nurl = \"http://127.0.0.1:{backend}\"\n[store]\npath = \"bench.redb\"\n[idp]\nmetadata_file = \"idp.xml\"\n"
     )).unwrap();
     let _gw = Kill(
         Command::new(env!("CARGO_BIN_EXE_samlgate"))
@@ -234,21 +234,21 @@ fn main() {
 
     let rounds = 3;
     println!("wrk -t1 -c50 -d5s, {rounds} alternating rounds (throughput); -c1 (latency)");
-    let (mut direct_rps, mut nginx_rps, mut gw_rps) = (0.0, 0.0, 0.0);
+    let (mut direct_rps, mut nginx_rps, mut gw_rps, mut public_rps) = (0.0, 0.0, 0.0, 0.0);
+    let app = "/app/page";
     for _ in 0..rounds {
-        direct_rps += wrk(backend, None, 50, 5).rps;
-        nginx_rps += wrk(plain, None, 50, 5).rps;
-        gw_rps += wrk(gw, Some(&cookie), 50, 5).rps;
+        direct_rps += wrk(backend, app, None, 50, 5).rps;
+        nginx_rps += wrk(plain, app, None, 50, 5).rps;
+        gw_rps += wrk(gw, app, Some(&cookie), 50, 5).rps;
+        public_rps += wrk(gw, "/public/page", None, 50, 5).rps;
     }
-    let (direct_rps, nginx_rps, gw_rps) = (
-        direct_rps / rounds as f64,
-        nginx_rps / rounds as f64,
-        gw_rps / rounds as f64,
-    );
-    let d = wrk(backend, None, 1, 5);
-    let n = wrk(plain, None, 1, 5);
-    let g = wrk(gw, Some(&cookie), 1, 5);
-    println!("throughput req/s: backend direct {direct_rps:.0}, nginx proxy {nginx_rps:.0}, samlgate logged-in {gw_rps:.0}");
+    let r = rounds as f64;
+    let (direct_rps, nginx_rps, gw_rps, public_rps) =
+        (direct_rps / r, nginx_rps / r, gw_rps / r, public_rps / r);
+    let d = wrk(backend, app, None, 1, 5);
+    let n = wrk(plain, app, None, 1, 5);
+    let g = wrk(gw, app, Some(&cookie), 1, 5);
+    println!("throughput req/s: backend direct {direct_rps:.0}, nginx proxy {nginx_rps:.0}, samlgate logged-in {gw_rps:.0}, samlgate public path {public_rps:.0}");
     println!(
         "samlgate / nginx throughput: {:.2}x   (target >= 0.9x)",
         gw_rps / nginx_rps

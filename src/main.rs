@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 
 use samlgate::config::Config;
 
+/// pingora allocates and frees a buffer set per request; glibc's malloc spends a tenth of the
+/// proxy's CPU on that (perf), mimalloc a fraction of it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "samlgate",

@@ -82,6 +82,7 @@ pub fn run(
     let cfg = app.cfg.clone();
     let conf = ServerConf {
         threads: cfg.server.threads,
+        work_stealing: false,
         grace_period_seconds: Some(cfg.server.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(cfg.server.grace_period_seconds),
         ..ServerConf::default()
