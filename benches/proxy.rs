@@ -150,7 +150,7 @@ fn wrk(port: u16, path: &str, cookie: Option<&str>, conns: u32, secs: u32) -> Ru
         cmd.args(["-H", &format!("Cookie: {c}")]);
     }
     let out = cmd
-        .arg(format!("http://127.0.0.1:{port}/app/page"))
+        .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .expect("wrk");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -231,6 +231,17 @@ public_paths = [\"/public\"]\n[upstream]\nurl = \"http://127.0.0.1:{backend}\"\n
         wait_port(p);
     }
     let cookie = login(gw, &idp);
+    // wrk counts redirects as success: make sure both paths really reach the backend.
+    for (path, c) in [("/app/page", cookie.as_str()), ("/public/page", "")] {
+        let r = http(
+            gw,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {c}\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.contains("backend ok"),
+            "{path}: {r}"
+        );
+    }
 
     let rounds = 3;
     println!("wrk -t1 -c50 -d5s, {rounds} alternating rounds (throughput); -c1 (latency)");
