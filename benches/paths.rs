@@ -144,7 +144,7 @@ fn benches(c: &mut Criterion) {
                 let token = sanitize::cookie(req, &rig.cfg.session.cookie_name).unwrap();
                 let live = rig.sessions.lookup(token, now()).unwrap();
                 sanitize::strip(req, &rig.cfg);
-                inject::apply(req, &live.identity, &rig.cfg.headers);
+                inject::apply(req, &live, &rig.cfg.headers);
             },
             BatchSize::SmallInput,
         )

@@ -242,7 +242,7 @@ impl Logins {
                 return Ok(LoginDone {
                     session_token: None,
                     return_to: pending.return_to.clone(),
-                    username: live.identity.username.clone(),
+                    username: live.username.clone(),
                 });
             }
             return Err(LoginError::Replay(verified.assertion_id));
@@ -281,6 +281,10 @@ impl Logins {
                 }
                 match provision::provision(tx, &profile, &policy, now)? {
                     Outcome::Refused { user, why } => {
+                        if let Some(u) = &user {
+                            // A disabled or inactive user keeps no live session anywhere.
+                            sessions.user_changed(u);
+                        }
                         let contact = policy.contact.clone();
                         let username = user.map(|u| u.username).unwrap_or_default();
                         Ok(Err(match why {

@@ -3,17 +3,20 @@
 //!
 //! The idle clock runs in memory; `last_seen` reaches the store at most once a minute per
 //! session, through the writer thread, never on the request path.
+//!
+//! Who a session belongs to and who that user is are cached apart: every session of a user
+//! shares one `Identity`, replaced whenever a login changes the user, so a browser that
+//! logged in earlier sees the new groups on its next request, not after its session ends.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::config::SessionConfig;
-use crate::store::{SessionRecord, Store, StoreError, User};
+use crate::store::{SessionRecord, Store, StoreError, User, UserStatus};
 
 /// How stale the stored `last_seen` may get before a background write refreshes it.
 const TOUCH_EVERY_SECS: i64 = 60;
@@ -42,8 +45,8 @@ impl Identity {
     }
 }
 
-pub struct LiveSession {
-    pub identity: Identity,
+struct LiveSession {
+    user_id: u64,
     expires_at: i64,
     last_seen: AtomicI64,
     persisted_last_seen: AtomicI64,
@@ -74,6 +77,8 @@ fn well_formed(token: &str) -> bool {
 pub struct Sessions {
     store: Store,
     cache: moka::sync::Cache<TokenHash, Arc<LiveSession>>,
+    /// Active users' identities by user id; absent for users who may not have sessions.
+    identities: moka::sync::Cache<u64, Arc<Identity>>,
     idle: i64,
     absolute: i64,
 }
@@ -83,6 +88,10 @@ impl Sessions {
         Sessions {
             store,
             cache: moka::sync::Cache::builder()
+                .max_capacity(cfg.max_cached)
+                .time_to_idle(cfg.idle_timeout)
+                .build(),
+            identities: moka::sync::Cache::builder()
                 .max_capacity(cfg.max_cached)
                 .time_to_idle(cfg.idle_timeout)
                 .build(),
@@ -114,11 +123,23 @@ impl Sessions {
 
     /// Put a just-committed session in the cache, so its first request needs no read.
     pub fn prime(&self, hash: TokenHash, record: &SessionRecord, user: &User) {
-        self.cache.insert(hash, Arc::new(live(record, user)));
+        self.user_changed(user);
+        self.cache.insert(hash, Arc::new(live(record)));
     }
 
-    /// The live session for a cookie value, or `None` if there is none or it has ended.
-    pub fn lookup(&self, token: &str, now: i64) -> Option<Arc<LiveSession>> {
+    /// A committed change to `user`: every live session of theirs follows it at once, and a
+    /// user who is no longer active loses all sessions.
+    pub fn user_changed(&self, user: &User) {
+        if user.status == UserStatus::Active {
+            self.identities
+                .insert(user.id, Arc::new(Identity::of(user)));
+        } else {
+            self.identities.invalidate(&user.id);
+        }
+    }
+
+    /// Who is behind a cookie value, or `None` if no session or it has ended.
+    pub fn lookup(&self, token: &str, now: i64) -> Option<Arc<Identity>> {
         if !well_formed(token) {
             return None;
         }
@@ -147,24 +168,30 @@ impl Sessions {
             self.store
                 .write_detached(move |tx| tx.touch_session(&hash, now));
         }
-        Some(live)
+        self.identity(live.user_id)
+    }
+
+    fn identity(&self, user_id: u64) -> Option<Arc<Identity>> {
+        if let Some(id) = self.identities.get(&user_id) {
+            return Some(id);
+        }
+        match self.store.user(user_id) {
+            Ok(Some(user)) if user.status == UserStatus::Active => {
+                let id = Arc::new(Identity::of(&user));
+                self.identities.insert(user_id, id.clone());
+                Some(id)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                log::error!("user lookup failed, treating as logged out: {e}");
+                None
+            }
+        }
     }
 
     fn load(&self, hash: &TokenHash) -> Option<LiveSession> {
-        let read = || -> Result<Option<LiveSession>, StoreError> {
-            let Some(record) = self.store.session(hash)? else {
-                return Ok(None);
-            };
-            let Some(user) = self.store.user(record.user_id)? else {
-                return Ok(None);
-            };
-            if user.status != crate::store::UserStatus::Active {
-                return Ok(None);
-            }
-            Ok(Some(live(&record, &user)))
-        };
-        match read() {
-            Ok(l) => l,
+        match self.store.session(hash) {
+            Ok(record) => record.map(|r| live(&r)),
             Err(e) => {
                 log::error!("session lookup failed, treating as logged out: {e}");
                 None
@@ -193,17 +220,106 @@ impl Sessions {
         self.store
             .write_detached(move |tx| tx.delete_session(&hash));
     }
-
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle as u64)
-    }
 }
 
-fn live(record: &SessionRecord, user: &User) -> LiveSession {
+fn live(record: &SessionRecord) -> LiveSession {
     LiveSession {
-        identity: Identity::of(user),
+        user_id: record.user_id,
         expires_at: record.expires_at,
         last_seen: AtomicI64::new(record.last_seen),
         persisted_last_seen: AtomicI64::new(record.last_seen),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{User, UserStatus};
+
+    fn setup(idle: u64, absolute: u64) -> (tempfile::TempDir, Sessions, User) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let cfg = SessionConfig {
+            cookie_name: "s".into(),
+            state_cookie_name: "s_state".into(),
+            idle_timeout: std::time::Duration::from_secs(idle),
+            absolute_timeout: std::time::Duration::from_secs(absolute),
+            max_cached: 100,
+        };
+        let user = User {
+            id: 7,
+            idp: "i".into(),
+            subject: "s".into(),
+            username: "alice".into(),
+            display_name: None,
+            email: None,
+            status: UserStatus::Active,
+            groups: vec![],
+            created_at: 0,
+            updated_at: 0,
+            last_login_at: None,
+        };
+        let u = user.clone();
+        store.write_blocking(move |tx| tx.put_user(&u)).unwrap();
+        (dir, Sessions::new(store, &cfg), user)
+    }
+
+    fn login(s: &Sessions, user: &User, now: i64, idp_end: Option<i64>) -> String {
+        let (token, hash) = new_token();
+        let record = s.record_for(user, now, idp_end, None);
+        let r = record.clone();
+        s.store
+            .write_blocking(move |tx| tx.put_session(&hash, &r))
+            .unwrap();
+        s.prime(hash, &record, user);
+        token
+    }
+
+    #[test]
+    fn idle_timeout_ends_a_session_and_activity_keeps_it() {
+        let (_d, s, user) = setup(600, 3600);
+        let t = login(&s, &user, 1000, None);
+        assert!(s.lookup(&t, 1500).is_some(), "active within idle time");
+        assert!(
+            s.lookup(&t, 2050).is_some(),
+            "the last request reset the idle clock"
+        );
+        assert!(s.lookup(&t, 2650).is_none(), "idle for 600 s");
+        assert!(s.lookup(&t, 2651).is_none(), "and stays ended");
+    }
+
+    #[test]
+    fn absolute_timeout_and_the_idp_end_bound_a_session() {
+        let (_d, s, user) = setup(600, 1200);
+        let t = login(&s, &user, 1000, None);
+        assert!(s.lookup(&t, 1500).is_some());
+        assert!(s.lookup(&t, 2000).is_some());
+        assert!(
+            s.lookup(&t, 2200).is_none(),
+            "absolute timeout despite activity"
+        );
+        let t = login(&s, &user, 1000, Some(1100));
+        assert!(s.lookup(&t, 1099).is_some());
+        assert!(s.lookup(&t, 1100).is_none(), "SessionNotOnOrAfter");
+    }
+
+    #[test]
+    fn malformed_or_unknown_tokens_are_nobody() {
+        let (_d, s, _) = setup(600, 1200);
+        assert!(s.lookup("short", 1).is_none());
+        assert!(s.lookup(&"A".repeat(43), 1).is_none());
+        assert!(s.lookup(&format!("{}\r\n", "A".repeat(41)), 1).is_none());
+    }
+
+    #[test]
+    fn a_deactivated_user_loses_every_session_at_once() {
+        let (_d, s, mut user) = setup(600, 3600);
+        let t = login(&s, &user, 1000, None);
+        assert_eq!(s.lookup(&t, 1001).unwrap().username, "alice");
+        user.status = UserStatus::Inactive;
+        let u = user.clone();
+        s.store.write_blocking(move |tx| tx.put_user(&u)).unwrap();
+        s.user_changed(&user);
+        assert!(s.lookup(&t, 1002).is_none());
     }
 }

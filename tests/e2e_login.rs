@@ -306,3 +306,35 @@ fn logout_ends_the_session() {
     let r = b.get(&h.url("/again"));
     assert_eq!(r.status, 302, "logged out: back to the IdP");
 }
+
+#[test]
+fn an_earlier_session_follows_the_users_latest_login() {
+    // Browser A logged in as admin-capable alice; her groups then shrink at the IdP and she
+    // logs in from browser B. A must not keep the old groups until its session ends.
+    let h = Harness::start();
+    h.idp_next(alice(&["a", "admins"]));
+    let mut a = h.browser();
+    a.login(&h.url("/"));
+    assert_eq!(h.backend.last().one("x-auth-groups"), "a,admins,everyone");
+    h.idp_next(alice(&["a"]));
+    h.browser().login(&h.url("/"));
+    let r = a.get(&h.url("/from-a"));
+    assert_eq!(r.status, 200);
+    let seen = h.backend.last();
+    assert_eq!(seen.path_and_query, "/from-a");
+    assert_eq!(seen.one("x-auth-groups"), "a,everyone");
+}
+
+#[test]
+fn a_user_disabled_in_the_store_has_no_live_session() {
+    let mut h = Harness::start();
+    h.idp_next(alice(&["a"]));
+    let mut a = h.browser();
+    a.login(&h.url("/"));
+    h.with_store(|s| set_status(s, UserStatus::Disabled));
+    let r = a.get(&h.url("/still-in"));
+    assert_eq!(
+        r.status, 302,
+        "the session of a disabled user is not honoured"
+    );
+}

@@ -196,7 +196,8 @@ fn s16_unsolicited_responses_are_rejected() {
     let r = b.post_acs(&acs, Some(&sr), form.relay_state.as_deref());
     assert_rejected(&mut h, &r, "unsolicited", "IdP-initiated login is off");
 
-    // And as IdP-initiated SSO sends it, with no RelayState at all.
+    // And as IdP-initiated SSO sends it, with no RelayState at all: refused before any
+    // verification, since no login of this gateway is waiting for it.
     let r = h.browser().post_acs(&acs, Some(&sr), None);
     assert_rejected(
         &mut h,
@@ -346,24 +347,28 @@ fn bad_input_at_the_acs_gets_a_400_page_and_changes_nothing() {
     let (_, form) = b.visit_to_idp(&h.url("/"));
     let rs = form.relay_state.clone();
     let truncated = &form.saml_response[..form.saml_response.len() / 2 - 1];
-    let cases: Vec<(Option<&str>, Option<&str>, &str)> = vec![
+    let unreadable = "could not be read";
+    let expired = "has expired or was not started here";
+    let cases: Vec<(Option<&str>, Option<&str>, &str, &str)> = vec![
         (
             Some("this is not SAML at all"),
             rs.as_deref(),
+            unreadable,
             "not valid base64",
         ),
         (
             Some("PHJvb3Q+PC9yb290Pg=="),
             rs.as_deref(),
+            unreadable,
             "not a samlp:Response",
         ),
-        (Some(truncated), rs.as_deref(), "SAMLResponse"),
-        (None, rs.as_deref(), "missing"),
-        (Some(&form.saml_response), None, "no RelayState"),
+        (Some(truncated), rs.as_deref(), unreadable, "SAMLResponse"),
+        (None, rs.as_deref(), unreadable, "missing"),
+        (Some(&form.saml_response), None, expired, "no RelayState"),
     ];
-    for (sr, relay, log_says) in cases {
+    for (sr, relay, page_says, log_says) in cases {
         let r = b.post_acs(&form.action, sr, relay);
-        assert_rejected(&mut h, &r, "", log_says);
+        assert_rejected(&mut h, &r, page_says, log_says);
     }
     // An empty POST, and a DTD (entity expansion) attempt.
     let r = b.send(
@@ -372,13 +377,13 @@ fn bad_input_at_the_acs_gets_a_400_page_and_changes_nothing() {
         &[("Content-Type", "application/x-www-form-urlencoded")],
         b"",
     );
-    assert_rejected(&mut h, &r, "", "missing");
+    assert_rejected(&mut h, &r, unreadable, "missing");
     let dtd = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         "<!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;\">]><samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\">&b;</samlp:Response>",
     );
     let r = b.post_acs(&form.action, Some(&dtd), rs.as_deref());
-    assert_rejected(&mut h, &r, "", "DTD");
+    assert_rejected(&mut h, &r, unreadable, "DTD");
     // The genuine answer still works afterwards: nothing was consumed by the junk.
     let ok = b.post_acs(&form.action, Some(&form.saml_response), rs.as_deref());
     assert_eq!(ok.status, 303, "{}", ok.text());

@@ -110,6 +110,9 @@ fn default_groups_follow_the_config() {
     );
 }
 
+/// The single writer runs jobs one after another inside a batch, so this checks that a job
+/// sees the user an earlier job of the same batch created; the end-to-end attack run posted
+/// ten real ACS requests at once with the same result.
 #[test]
 fn p14_concurrent_first_logins_of_one_subject_make_one_user() {
     let (_d, s) = store();

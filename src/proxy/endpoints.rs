@@ -94,8 +94,8 @@ impl Gateway {
 pub async fn gate(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
     let req = session.req_header();
     if let Some(token) = sanitize::cookie(req, &gw.cfg.session.cookie_name) {
-        if let Some(live) = gw.sessions.lookup(token, now()) {
-            ctx.session = Some(live);
+        if let Some(id) = gw.sessions.lookup(token, now()) {
+            ctx.identity = Some(id);
             return Ok(false);
         }
     }

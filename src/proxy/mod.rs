@@ -24,7 +24,7 @@ use pingora::{Error, Result};
 
 use crate::config::Config;
 use crate::login::Logins;
-use crate::session::{LiveSession, Sessions};
+use crate::session::{Identity, Sessions};
 use route::Route;
 
 pub struct Gateway {
@@ -38,7 +38,7 @@ pub struct Ctx {
     correlation_id: String,
     started: Instant,
     route: Route,
-    session: Option<Arc<LiveSession>>,
+    identity: Option<Arc<Identity>>,
     stripped: usize,
 }
 
@@ -62,7 +62,7 @@ impl ProxyHttp for Gateway {
             correlation_id: correlation_id(),
             started: Instant::now(),
             route: Route::Protected,
-            session: None,
+            identity: None,
             stripped: 0,
         }
     }
@@ -104,8 +104,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.stripped = sanitize::strip(upstream_request, &self.cfg);
-        if let Some(live) = &ctx.session {
-            inject::apply(upstream_request, &live.identity, &self.cfg.headers);
+        if let Some(id) = &ctx.identity {
+            inject::apply(upstream_request, id, &self.cfg.headers);
         }
         Ok(())
     }
@@ -138,9 +138,9 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         let user = ctx
-            .session
+            .identity
             .as_ref()
-            .map(|s| s.identity.username.as_str())
+            .map(|id| id.username.as_str())
             .unwrap_or("-");
         log::info!(
             "request id={} method={} path={} route={:?} user={} status={} stripped={} us={}",
