@@ -17,6 +17,9 @@ use crate::saml::{SamlAttribute, SamlError, ServiceProvider, VerifiedAssertion};
 use crate::session::{self, Sessions};
 use crate::store::{Store, StoreError};
 
+/// Logins in flight at once; past this the oldest are forgotten (and must start again).
+const MAX_PENDING_LOGINS: u64 = 100_000;
+
 /// A login the gateway started and the IdP has not answered yet.
 struct PendingLogin {
     request_id: String,
@@ -161,7 +164,8 @@ impl Logins {
             store,
             sessions,
             pending: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
+                // Anyone can start a login: bound the memory that costs (~200 bytes each).
+                .max_capacity(MAX_PENDING_LOGINS)
                 .time_to_live(cfg.sp.login_timeout)
                 .build(),
             attributes: cfg.attributes.clone(),

@@ -115,7 +115,8 @@ pub fn run(
         "store janitor",
         Janitor {
             store: app.store.clone(),
-            idle_secs: cfg.session.idle_timeout.as_secs() as i64,
+            // The stored last_seen lags the real one by up to TOUCH_EVERY_SECS.
+            idle_secs: cfg.session.idle_timeout.as_secs() as i64 + crate::session::TOUCH_EVERY_SECS,
         },
     ));
     for svc in extra {

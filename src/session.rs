@@ -19,7 +19,7 @@ use crate::config::SessionConfig;
 use crate::store::{SessionRecord, Store, StoreError, User, UserStatus};
 
 /// How stale the stored `last_seen` may get before a background write refreshes it.
-const TOUCH_EVERY_SECS: i64 = 60;
+pub const TOUCH_EVERY_SECS: i64 = 60;
 /// A token is 32 random bytes, base64url without padding.
 const TOKEN_LEN: usize = 43;
 

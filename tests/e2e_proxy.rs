@@ -223,3 +223,19 @@ fn h03_h04_awkward_values_travel_reversibly_and_never_split_headers() {
     assert_eq!(decode_list(&n), vec![name.replace("\r\n", "\n")]);
     assert_eq!(seen.identity_like().len(), 4, "no smuggled header");
 }
+
+#[test]
+fn the_backend_cannot_set_the_gateways_cookies() {
+    let h = Harness::start();
+    let r = raw_get(&h, "/public/set-cookies", &[]);
+    assert_eq!(r.status, 200);
+    let cookies = r.all("set-cookie");
+    assert!(
+        cookies.iter().any(|c| c.starts_with("app=1")),
+        "other cookies pass: {cookies:?}"
+    );
+    assert!(
+        cookies.iter().all(|c| !c.starts_with("samlgate_session")),
+        "the backend may not plant a session cookie: {cookies:?}"
+    );
+}

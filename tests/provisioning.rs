@@ -165,11 +165,9 @@ fn p14_concurrent_first_logins_of_one_subject_make_one_user() {
 fn a_committed_user_survives_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.redb");
-    {
-        let s = Store::open(&path).unwrap();
-        login(&s, profile(Some(&["eng"])), policy());
-    }
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    let s = Store::open(&path).unwrap();
+    login(&s, profile(Some(&["eng"])), policy());
+    s.close();
     let s = Store::open(&path).unwrap();
     assert_eq!(s.users().unwrap().len(), 1);
     assert!(s

@@ -47,7 +47,6 @@ pub struct Config {
     pub attributes: AttributeMap,
     pub provisioning: ProvisioningPolicy,
     pub headers: HeaderNames,
-    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -240,7 +239,10 @@ impl Config {
             ));
         };
         let after_scheme = public_url.split_once("://").map(|x| x.1).unwrap_or("");
-        if after_scheme.is_empty() || after_scheme.contains('/') || after_scheme.contains('?') {
+        let host_ok = after_scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+        if after_scheme.is_empty() || !host_ok {
             return Err(invalid(
                 "server.public_url",
                 format!("`{public_url}` must be scheme://host[:port] with no path"),
@@ -294,6 +296,12 @@ impl Config {
                 return Err(invalid(
                     "server.public_paths",
                     format!("`{p}` must start with /"),
+                ));
+            }
+            if p == "/" {
+                return Err(invalid(
+                    "server.public_paths",
+                    "`/` would make the whole application public; list the public prefixes".into(),
                 ));
             }
             if p.starts_with(&prefix) {
@@ -350,7 +358,10 @@ impl Config {
             cookie_name,
             idle_timeout: Duration::from_secs(idle),
             absolute_timeout: Duration::from_secs(absolute),
-            max_cached: raw.session.max_cached.unwrap_or(1_000_000),
+            max_cached: match raw.session.max_cached.unwrap_or(1_000_000) {
+                0 => return Err(invalid("session.max_cached", "must be at least 1".into())),
+                n => n,
+            },
         };
 
         // [sp]
@@ -517,16 +528,6 @@ impl Config {
             strip_normalised,
         };
 
-        // [admin]
-        let admin_listen =
-            match raw.admin.listen {
-                None => None,
-                Some(s) if s.is_empty() => None,
-                Some(s) => Some(s.parse().map_err(|_| {
-                    invalid("admin.listen", format!("`{s}` is not an address:port"))
-                })?),
-            };
-
         Ok(Config {
             file: file.to_path_buf(),
             server: ServerConfig {
@@ -547,7 +548,6 @@ impl Config {
             attributes,
             provisioning,
             headers,
-            admin_listen,
         })
     }
 }

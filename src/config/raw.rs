@@ -23,8 +23,6 @@ pub struct RawConfig {
     pub provisioning: RawProvisioning,
     #[serde(default)]
     pub headers: RawHeaders,
-    #[serde(default)]
-    pub admin: RawAdmin,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -106,10 +104,4 @@ pub struct RawHeaders {
     pub groups: Option<String>,
     #[serde(default)]
     pub strip: Vec<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawAdmin {
-    pub listen: Option<String>,
 }

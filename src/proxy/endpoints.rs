@@ -219,10 +219,11 @@ pub async fn acs(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(
                 .iter()
                 .map(|t| gw.session_cookie(t))
                 .collect();
+            // The path only: a query string may carry the application's own tokens.
             log::info!(
                 "[{cid}] login finished for {} -> {}",
                 done.username,
-                done.return_to
+                done.return_to.split('?').next().unwrap_or("/")
             );
             respond::redirect(session, 303, &location, &cookies).await
         }

@@ -4,6 +4,7 @@
 //!   request_filter           route -> (our endpoint | public | session gate)
 //!   upstream_peer            the configured upstream
 //!   upstream_request_filter  sanitize (strip spoofed headers, our cookies) -> inject identity
+//!   response_filter          the upstream may not set the gateway's cookies
 //!   fail_to_proxy            our error page instead of pingora's
 //!   logging                  one line per request with the correlation id
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, Result};
@@ -107,6 +108,16 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.identity {
             inject::apply(upstream_request, id, &self.cfg.headers);
         }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        sanitize::strip_set_cookies(upstream_response, &self.cfg);
         Ok(())
     }
 

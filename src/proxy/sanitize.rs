@@ -2,7 +2,7 @@
 //! identity header, in any spelling, and the gateway's own cookies. Runs on every proxied
 //! request, public paths included, so a header can only come from `inject`.
 
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::config::{normalise_header_name, Config};
 
@@ -74,4 +74,33 @@ pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
         .filter_map(|p| p.trim().split_once('='))
         .find(|(n, _)| n.trim() == name)
         .map(|(_, v)| v.trim())
+}
+
+/// Drop any `Set-Cookie` from the upstream that would set or clear the gateway's own cookies:
+/// only the gateway decides who is logged in.
+pub fn strip_set_cookies(resp: &mut ResponseHeader, cfg: &Config) {
+    let ours = [&cfg.session.cookie_name, &cfg.session.state_cookie_name];
+    let all: Vec<http::HeaderValue> = resp
+        .headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    let is_ours = |v: &http::HeaderValue| {
+        let name = v
+            .as_bytes()
+            .split(|b| *b == b'=')
+            .next()
+            .unwrap_or(b"")
+            .trim_ascii();
+        ours.iter().any(|o| o.as_bytes().eq_ignore_ascii_case(name))
+    };
+    if !all.iter().any(is_ours) {
+        return;
+    }
+    resp.remove_header(&http::header::SET_COOKIE);
+    for v in all.into_iter().filter(|v| !is_ours(v)) {
+        let _ = resp.append_header(http::header::SET_COOKIE, v);
+    }
+    log::warn!("the upstream tried to set the gateway's own cookie; dropped");
 }

@@ -57,7 +57,9 @@ pub enum SamlError {
     Time(String),
     #[error("the assertion has no bearer SubjectConfirmation with usable data")]
     SubjectConfirmation,
-    #[error("encrypted assertions need an SP decryption key, and none is configured")]
+    #[error(
+        "encrypted assertions are not supported yet; turn assertion encryption off at the IdP"
+    )]
     EncryptedUnsupported,
     #[error("the assertion has no NameID")]
     NoNameId,
@@ -92,7 +94,7 @@ impl SamlError {
             Time(_) => "The sign-in answer has expired or is not yet valid.",
             SubjectConfirmation | NoNameId => "The sign-in answer is incomplete.",
             EncryptedUnsupported => {
-                "The sign-in answer is encrypted, and this gateway has no key for it."
+                "The sign-in answer is encrypted, which this gateway does not support yet."
             }
             Other(_) => "The sign-in answer was rejected.",
         }

@@ -49,6 +49,7 @@ pub struct ServiceProvider {
     pub entity_id: String,
     allowed_algorithms: Vec<String>,
     clock_skew: chrono::Duration,
+    max_issue_delay: chrono::Duration,
 }
 
 extern "C" {
@@ -139,6 +140,7 @@ impl ServiceProvider {
             entity_id: cfg.sp.entity_id.clone(),
             allowed_algorithms: cfg.idp.allowed_algorithms.clone(),
             clock_skew: skew,
+            max_issue_delay: chrono::Duration::seconds(cfg.idp.max_issue_delay.as_secs() as i64),
         })
     }
 }

@@ -331,7 +331,9 @@ impl ServiceProvider {
 
         let authn = a.authn_statements.iter().flatten().next();
         let skew = self.clock_skew;
-        let mut replay_until = a.issue_instant + chrono::Duration::minutes(10);
+        // As long as any check would still pass: samael accepts an IssueInstant up to
+        // max_issue_delay old, and the NotOnOrAfters bound the rest.
+        let mut replay_until = a.issue_instant + self.max_issue_delay;
         if let Some(t) = a.conditions.as_ref().and_then(|c| c.not_on_or_after) {
             replay_until = replay_until.max(t);
         }

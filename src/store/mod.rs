@@ -154,7 +154,6 @@ fn decode<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, StoreError> {
 pub struct Store {
     db: Arc<Database>,
     writer: Writer,
-    path: PathBuf,
 }
 
 impl Store {
@@ -189,12 +188,15 @@ impl Store {
         Ok(Store {
             writer: Writer::start(db.clone()),
             db,
-            path: path.to_path_buf(),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Close the file: queued writes are committed, then the lock on it is released, so
+    /// another process may open it. Waits until every clone of this `Store` is dropped.
+    pub fn close(self) {
+        let Store { db, writer } = self;
+        drop(db);
+        writer.close();
     }
 
     /// Run `f` in a write transaction shared with other queued writes; resolves once durable.
@@ -435,8 +437,9 @@ impl Tx<'_> {
         last_seen: i64,
     ) -> Result<(), StoreError> {
         let mut t = self.txn.open_table(SESSIONS)?;
+        // An unreadable row is skipped, not an error: this job shares its batch with logins.
         let current: Option<SessionRecord> = match t.get(&token_hash[..])? {
-            Some(v) => Some(decode(v.value())?),
+            Some(v) => decode(v.value()).ok(),
             None => None,
         };
         if let Some(mut s) = current {

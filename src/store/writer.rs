@@ -25,16 +25,31 @@ type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Finish) + Send>;
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Writer {
     pub fn start(db: Arc<Database>) -> Writer {
         let (jobs, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("samlgate-store-writer".into())
             .spawn(move || run(db, rx))
             .expect("spawning the store writer thread");
-        Writer { jobs }
+        Writer {
+            jobs,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        }
+    }
+
+    /// Stop accepting writes and wait until the queued ones are committed and the thread,
+    /// with its handle on the database, is gone. Waits for every clone to be dropped first.
+    pub fn close(self) {
+        let Writer { jobs, thread } = self;
+        drop(jobs);
+        let handle = thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 
     fn submit<T, F>(

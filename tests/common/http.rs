@@ -165,14 +165,21 @@ pub fn serve_recording(mut s: TcpStream, rec: Arc<Mutex<Vec<Seen>>>) {
             }
         }
         buf.drain(..len);
+        let set_cookies = target.ends_with("/set-cookies");
         rec.lock().expect("lock").push(Seen {
             method,
             path_and_query: target,
             headers,
         });
         let body = b"backend ok";
+        // A backend that tries to set the gateway's cookie, for the test that it cannot.
+        let extra = if set_cookies {
+            "Set-Cookie: samlgate_session=planted; Path=/\r\nSet-Cookie: app=1; Path=/\r\n"
+        } else {
+            ""
+        };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{extra}Content-Length: {}\r\n\r\n",
             body.len()
         );
         if s.write_all(resp.as_bytes())

@@ -307,8 +307,6 @@ contact = "the IT help desk"
 
     pub fn start_gateway(&mut self) {
         assert!(self.gateway.is_none());
-        // A Store opened by `with_store` releases the file when its writer thread ends.
-        std::thread::sleep(Duration::from_millis(20));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -362,12 +360,9 @@ contact = "the IT help desk"
     pub fn with_store<T>(&mut self, f: impl FnOnce(&samlgate::store::Store) -> T) -> T {
         let was_running = self.gateway.is_some();
         self.kill_gateway();
-        let out = {
-            let store = samlgate::store::Store::open(&self.store_path).expect("open store");
-            f(&store)
-        };
-        // The Store's writer thread holds the file until it has gone; give it a moment.
-        std::thread::sleep(Duration::from_millis(100));
+        let store = samlgate::store::Store::open(&self.store_path).expect("open store");
+        let out = f(&store);
+        store.close();
         if was_running {
             self.start_gateway();
         }
