@@ -79,6 +79,10 @@ pub struct Sessions {
     cache: moka::sync::Cache<TokenHash, Arc<LiveSession>>,
     /// Active users' identities by user id; absent for users who may not have sessions.
     identities: moka::sync::Cache<u64, Arc<Identity>>,
+    /// Tokens known to be no session (ended, or never found in the store), so that a lookup
+    /// racing a logout cannot bring the session back, and a flood of made-up tokens costs a
+    /// store read each only once. A real token is never in here: tokens are never reused.
+    dead: moka::sync::Cache<TokenHash, ()>,
     idle: i64,
     absolute: i64,
 }
@@ -94,6 +98,10 @@ impl Sessions {
             identities: moka::sync::Cache::builder()
                 .max_capacity(cfg.max_cached)
                 .time_to_idle(cfg.idle_timeout)
+                .build(),
+            dead: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cfg.idle_timeout)
                 .build(),
             idle: cfg.idle_timeout.as_secs() as i64,
             absolute: cfg.absolute_timeout.as_secs() as i64,
@@ -146,9 +154,19 @@ impl Sessions {
         let hash = hash_token(token);
         let live = match self.cache.get(&hash) {
             Some(l) => l,
+            None if self.dead.contains_key(&hash) => return None,
             None => {
-                let l = Arc::new(self.load(&hash)?);
+                let Some(l) = self.load(&hash) else {
+                    self.dead.insert(hash, ());
+                    return None;
+                };
+                let l = Arc::new(l);
                 self.cache.insert(hash, l.clone());
+                // A logout that finished while we read must win.
+                if self.dead.contains_key(&hash) {
+                    self.cache.invalidate(&hash);
+                    return None;
+                }
                 l
             }
         };
@@ -206,6 +224,7 @@ impl Sessions {
             return Ok(());
         }
         let hash = hash_token(token);
+        self.dead.insert(hash, ());
         self.cache.invalidate(&hash);
         let done = self.store.write(move |tx| tx.delete_session(&hash)).await;
         // A lookup racing with the delete may have cached it again.
@@ -216,6 +235,7 @@ impl Sessions {
     /// Drop an expired session; a reload before the delete lands is refused again by the
     /// same expiry check, so this need not wait.
     fn end_hash(&self, hash: TokenHash) {
+        self.dead.insert(hash, ());
         self.cache.invalidate(&hash);
         self.store
             .write_detached(move |tx| tx.delete_session(&hash));

@@ -122,7 +122,15 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        log::error!("[{}] proxy error: {e}", ctx.correlation_id);
+        // A client that went away is routine; anything else is worth an operator's eye.
+        if matches!(e.esource(), pingora::ErrorSource::Downstream) {
+            log::info!(
+                "[{}] client side ended the request: {e}",
+                ctx.correlation_id
+            );
+        } else {
+            log::error!("[{}] proxy error: {e}", ctx.correlation_id);
+        }
         let code = match e.esource() {
             pingora::ErrorSource::Upstream => 502,
             pingora::ErrorSource::Downstream => 400,
