@@ -7,7 +7,6 @@
 //!
 //! `cargo bench --bench paths`; figures are per iteration, and per login for the batch.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -70,19 +69,7 @@ struct Answer {
 
 fn answer(rig: &Rig, user: &str) -> Answer {
     let start = rig.logins.start("/", None).unwrap();
-    let url = &start.idp_url;
-    let query = url.split_once('?').unwrap().1;
-    let q: std::collections::HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(&q["SAMLRequest"])
-        .unwrap();
-    let mut xml = String::new();
-    flate2::read::DeflateDecoder::new(&raw[..])
-        .read_to_string(&mut xml)
-        .unwrap();
-    let req: samael::schema::AuthnRequest = xml.parse().unwrap();
+    let (req, relay_state) = samlgate::demo::decode_redirect(&start.idp_url).unwrap();
     let attrs = vec![
         ("mail".to_string(), format!("{user}@corp.test")),
         ("displayName".to_string(), format!("User {user}")),
@@ -101,7 +88,7 @@ fn answer(rig: &Rig, user: &str) -> Answer {
         .unwrap();
     Answer {
         saml_response: base64::engine::general_purpose::STANDARD.encode(signed),
-        relay_state: q["RelayState"].clone(),
+        relay_state: relay_state.unwrap(),
         state_cookie: start.new_state_cookie.unwrap(),
     }
 }

@@ -95,18 +95,7 @@ fn login(gw: u16, idp: &DevIdp) -> String {
         .next()
         .unwrap()
         .to_string();
-    let q: std::collections::HashMap<String, String> =
-        form_urlencoded::parse(loc.split_once('?').unwrap().1.as_bytes())
-            .into_owned()
-            .collect();
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(&q["SAMLRequest"])
-        .unwrap();
-    let mut xml = String::new();
-    flate2::read::DeflateDecoder::new(&raw[..])
-        .read_to_string(&mut xml)
-        .unwrap();
-    let req: samael::schema::AuthnRequest = xml.parse().unwrap();
+    let (req, relay_state) = samlgate::demo::decode_redirect(loc).unwrap();
     let acs = req.assertion_consumer_service_url.clone().unwrap();
     let aud = req.issuer.clone().unwrap().value.unwrap();
     let attrs = vec![("groups".to_string(), "bench".to_string())];
@@ -118,7 +107,7 @@ fn login(gw: u16, idp: &DevIdp) -> String {
             "SAMLResponse",
             &base64::engine::general_purpose::STANDARD.encode(signed),
         )
-        .append_pair("RelayState", &q["RelayState"])
+        .append_pair("RelayState", &relay_state.unwrap())
         .finish();
     let r = http(gw, format!(
         "POST /_saml/acs HTTP/1.1\r\nHost: 127.0.0.1:{gw}\r\nCookie: {state}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -123,6 +123,27 @@ fn idp_metadata(base: &str, cert: &CertificateDer) -> String {
     )
 }
 
+/// The AuthnRequest and RelayState carried by an HTTP-Redirect binding query string (or a
+/// whole URL): base64, then raw DEFLATE.
+pub fn decode_redirect(
+    url_or_query: &str,
+) -> Option<(samael::schema::AuthnRequest, Option<String>)> {
+    let query = url_or_query
+        .split_once('?')
+        .map_or(url_or_query, |(_, q)| q);
+    let q: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(q.get("SAMLRequest")?)
+        .ok()?;
+    let mut xml = String::new();
+    flate2::read::DeflateDecoder::new(&raw[..])
+        .read_to_string(&mut xml)
+        .ok()?;
+    Some((xml.parse().ok()?, q.get("RelayState").cloned()))
+}
+
 type Resp = Response<Full<Bytes>>;
 
 fn page(status: u16, content_type: &str, body: String) -> Resp {
@@ -216,14 +237,7 @@ impl DevIdp {
         let q: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
-        let request = q.get("SAMLRequest").and_then(|r| {
-            let raw = base64::engine::general_purpose::STANDARD.decode(r).ok()?;
-            let mut xml = String::new();
-            flate2::read::DeflateDecoder::new(&raw[..])
-                .read_to_string(&mut xml)
-                .ok()?;
-            xml.parse::<samael::schema::AuthnRequest>().ok()
-        });
+        let request = decode_redirect(query).map(|(r, _)| r);
         let Some(request) = request else {
             return page(400, "text/plain", "no valid SAMLRequest".into());
         };

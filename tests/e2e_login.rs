@@ -182,11 +182,7 @@ fn refused_login(h: &Harness) {
     let mut b = h.browser();
     let (_, form) = b.visit_to_idp(&h.url("/"));
     let before = h.backend.count();
-    let r = b.post_acs(
-        &form.action,
-        Some(&form.saml_response),
-        form.relay_state.as_deref(),
-    );
+    let r = b.post_form(&form);
     assert_eq!(r.status, 403, "{}", r.text());
     let page = r.text();
     assert!(

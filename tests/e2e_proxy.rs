@@ -170,11 +170,7 @@ fn h06_login_return_targets_off_this_origin_land_on_the_default_page() {
     ] {
         let mut b = h.browser();
         let (_, form) = b.visit_to_idp(&h.url(&format!("/_saml/login?return_to={target}")));
-        let r = b.post_acs(
-            &form.action,
-            Some(&form.saml_response),
-            form.relay_state.as_deref(),
-        );
+        let r = b.post_form(&form);
         assert_eq!(r.status, 303);
         assert_eq!(r.header("location").unwrap(), h.url(expect), "{target}");
     }

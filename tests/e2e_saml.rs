@@ -48,6 +48,15 @@ fn assert_rejected(h: &mut Harness, r: &Response, page_says: &str, log_says: &st
     );
 }
 
+/// A fresh gateway refuses the IdP's answer made with `settings`, and stores nothing.
+fn rejects(settings: serde_json::Value, page_says: &str, log_says: &str) {
+    let mut h = Harness::start();
+    let (mut b, form) = answer(&h, settings);
+    let r = b.post_form(&form);
+    assert_rejected(&mut h, &r, page_says, log_says);
+    no_users(&mut h);
+}
+
 fn no_users(h: &mut Harness) {
     let users = h.with_store(|s| s.users().unwrap());
     assert!(users.is_empty(), "the store is unchanged: {users:?}");
@@ -59,66 +68,30 @@ fn s04_an_unsigned_assertion_beside_a_signed_one_is_rejected_in_either_order() {
         "inject_unsigned_assertion_first",
         "inject_unsigned_assertion_last",
     ] {
-        let mut h = Harness::start();
-        let (mut b, form) = answer(
-            &h,
+        rejects(
             json!({"name_id": "alice", "tamper": tamper, "tamper_name_id": "admin"}),
-        );
-        let r = b.post_acs(
-            &form.action,
-            Some(&form.saml_response),
-            form.relay_state.as_deref(),
-        );
-        assert_rejected(
-            &mut h,
-            &r,
             "structure that is not accepted",
             "exactly one is required",
         );
-        no_users(&mut h);
     }
 }
 
 #[test]
 fn s06_a_response_without_any_signature_is_rejected() {
-    let mut h = Harness::start();
-    let (mut b, form) = answer(
-        &h,
+    rejects(
         json!({"name_id": "alice", "tamper": "strip_signatures"}),
-    );
-    let r = b.post_acs(
-        &form.action,
-        Some(&form.saml_response),
-        form.relay_state.as_deref(),
-    );
-    assert_rejected(
-        &mut h,
-        &r,
         "not signed",
         "neither the Response nor the Assertion is signed",
     );
-    no_users(&mut h);
 }
 
 #[test]
 fn a_nameid_edited_after_signing_is_rejected() {
-    let mut h = Harness::start();
-    let (mut b, form) = answer(
-        &h,
+    rejects(
         json!({"name_id": "alice", "tamper": "edit_name_id", "tamper_name_id": "admin"}),
-    );
-    let r = b.post_acs(
-        &form.action,
-        Some(&form.saml_response),
-        form.relay_state.as_deref(),
-    );
-    assert_rejected(
-        &mut h,
-        &r,
         "not signed by the identity provider",
         "does not verify",
     );
-    no_users(&mut h);
 }
 
 #[test]
@@ -145,20 +118,11 @@ fn s09_sha1_is_rejected_by_default_and_names_the_fix() {
         json!({"name_id": "alice", "sign_alg": "rsa-sha1"}),
         json!({"name_id": "alice", "sign_alg": "rsa-sha256", "digest_alg": "sha1"}),
     ] {
-        let mut h = Harness::start();
-        let (mut b, form) = answer(&h, settings);
-        let r = b.post_acs(
-            &form.action,
-            Some(&form.saml_response),
-            form.relay_state.as_deref(),
-        );
-        assert_rejected(
-            &mut h,
-            &r,
+        rejects(
+            settings,
             "signature algorithm that is not allowed",
             "idp.allow_sha1",
         );
-        no_users(&mut h);
     }
 }
 
@@ -259,21 +223,13 @@ fn s18_a_replayed_response_is_rejected_and_the_replay_cache_is_durable() {
     h.idp_next(user("alice"));
     let mut first = h.browser();
     let (_, form) = first.visit_to_idp(&h.url("/"));
-    let ok = first.post_acs(
-        &form.action,
-        Some(&form.saml_response),
-        form.relay_state.as_deref(),
-    );
+    let ok = first.post_form(&form);
     assert_eq!(ok.status, 303);
     let seen_before = h.backend.count();
 
     // The same bytes from a second cookie jar (an attacker who captured the POST).
     let mut second = h.browser();
-    let r = second.post_acs(
-        &form.action,
-        Some(&form.saml_response),
-        form.relay_state.as_deref(),
-    );
+    let r = second.post_form(&form);
     assert_eq!(r.status, 400);
     assert!(r.text().contains("already used"), "{}", r.text());
     assert!(!second.jar.contains_key("samlgate_session"));
@@ -308,18 +264,10 @@ fn s20_the_same_browser_reposting_its_answer_is_sent_back_to_the_app() {
     h.idp_next(user("alice"));
     let mut b = h.browser();
     let (_, form) = b.visit_to_idp(&h.url("/deep"));
-    let ok = b.post_acs(
-        &form.action,
-        Some(&form.saml_response),
-        form.relay_state.as_deref(),
-    );
+    let ok = b.post_form(&form);
     assert_eq!(ok.status, 303);
     let token = b.jar.get("samlgate_session").cloned();
-    let again = b.post_acs(
-        &form.action,
-        Some(&form.saml_response),
-        form.relay_state.as_deref(),
-    );
+    let again = b.post_form(&form);
     assert_eq!(again.status, 303, "{}", again.text());
     assert_eq!(again.header("location").unwrap(), h.url("/deep"));
     assert!(again.all("set-cookie").is_empty(), "no new session");
@@ -328,15 +276,11 @@ fn s20_the_same_browser_reposting_its_answer_is_sent_back_to_the_app() {
 
 #[test]
 fn s24_an_idp_refusal_is_shown_with_its_status() {
-    let mut h = Harness::start();
-    let (mut b, form) = answer(&h, json!({"name_id": "alice", "status": "AuthnFailed"}));
-    let r = b.post_acs(
-        &form.action,
-        Some(&form.saml_response),
-        form.relay_state.as_deref(),
+    rejects(
+        json!({"name_id": "alice", "status": "AuthnFailed"}),
+        "identity provider refused",
+        "AuthnFailed",
     );
-    assert_rejected(&mut h, &r, "identity provider refused", "AuthnFailed");
-    no_users(&mut h);
 }
 
 #[test]
@@ -430,11 +374,7 @@ fn deeply_nested_xml_is_refused_without_harming_the_gateway() {
     let r = b.post_acs(&form.action, Some(&deep), form.relay_state.as_deref());
     assert_rejected(&mut h, &r, "could not be read", "nests deeper");
     // Still alive, and the genuine answer still works.
-    let ok = b.post_acs(
-        &form.action,
-        Some(&form.saml_response),
-        form.relay_state.as_deref(),
-    );
+    let ok = b.post_form(&form);
     assert_eq!(ok.status, 303, "{}", ok.text());
 }
 
@@ -475,11 +415,7 @@ fn s14_time_bounds_outside_the_skew_are_rejected_naming_the_clock() {
     ] {
         let mut h = Harness::start();
         let (mut b, form) = answer(&h, settings);
-        let r = b.post_acs(
-            &form.action,
-            Some(&form.saml_response),
-            form.relay_state.as_deref(),
-        );
+        let r = b.post_form(&form);
         assert_rejected(&mut h, &r, "expired or is not yet valid", log_says);
         assert!(
             h.gateway_log().contains("gateway clock"),
@@ -495,20 +431,11 @@ fn an_assertion_without_our_audience_is_rejected() {
         serde_json::Value::Null,
         json!("https://other-sp.test/metadata"),
     ] {
-        let mut h = Harness::start();
-        let (mut b, form) = answer(&h, json!({"name_id": "alice", "audience": audience}));
-        let r = b.post_acs(
-            &form.action,
-            Some(&form.saml_response),
-            form.relay_state.as_deref(),
-        );
-        assert_rejected(
-            &mut h,
-            &r,
+        rejects(
+            json!({"name_id": "alice", "audience": audience}),
             "meant for another service",
             "AudienceRestriction",
         );
-        no_users(&mut h);
     }
 }
 
@@ -520,10 +447,6 @@ fn a_session_the_idp_already_ended_is_not_created() {
         &h,
         json!({"name_id": "alice", "session_not_on_or_after_seconds": -60}),
     );
-    let r = b.post_acs(
-        &form.action,
-        Some(&form.saml_response),
-        form.relay_state.as_deref(),
-    );
+    let r = b.post_form(&form);
     assert_rejected(&mut h, &r, "expired", "SessionNotOnOrAfter");
 }

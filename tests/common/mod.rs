@@ -562,6 +562,15 @@ impl Browser {
         )
     }
 
+    /// POST the IdP's form to the ACS unchanged, as its auto-submit would.
+    pub fn post_form(&mut self, form: &IdpForm) -> Response {
+        self.post_acs(
+            &form.action,
+            Some(&form.saml_response),
+            form.relay_state.as_deref(),
+        )
+    }
+
     /// The whole login: protected URL -> IdP -> ACS -> 303 -> the URL again. Returns the ACS
     /// answer and the final answer.
     pub fn login(&mut self, url: &str) -> (Response, Response) {
