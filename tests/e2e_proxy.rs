@@ -235,3 +235,60 @@ fn the_backend_cannot_set_the_gateways_cookies() {
         "the backend may not plant a session cookie: {cookies:?}"
     );
 }
+
+fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl (installed by the test command)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn tls_is_terminated_by_the_gateway_and_cookies_are_secure() {
+    let h = Harness::start_with(common::Opts {
+        tls: true,
+        ..Default::default()
+    });
+    let base = format!("https://127.0.0.1:{}", h.gw_port);
+    let body = curl(&[
+        &format!("{base}/public/over-tls"),
+        "-H",
+        "X-Auth-User: admin",
+    ]);
+    assert_eq!(body, "backend ok");
+    let seen = h.backend.last();
+    assert_eq!(seen.path_and_query, "/public/over-tls");
+    assert!(seen.identity_like().is_empty());
+
+    // Over https the login-state cookie must survive the IdP's cross-site POST (H07).
+    let head = curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Accept: text/html",
+        &format!("{base}/app"),
+    ]);
+    assert!(
+        head.starts_with("HTTP/1.1 302") || head.starts_with("HTTP/2 302"),
+        "{head}"
+    );
+    let state = head
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: samlgate_session_state=")
+        })
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        state.contains("SameSite=None") && state.contains("Secure") && state.contains("HttpOnly"),
+        "{state}"
+    );
+    // And plain http on the TLS port is not served.
+    let plain =
+        common::http::request_result("GET", &format!("http://127.0.0.1:{}/public/x", h.gw_port));
+    assert!(plain.is_err() || !plain.unwrap().contains("backend ok"));
+}

@@ -190,3 +190,17 @@ pub fn serve_recording(mut s: TcpStream, rec: Arc<Mutex<Vec<Seen>>>) {
         }
     }
 }
+
+/// A plain-HTTP GET that may fail (for checking what a TLS port does with plain HTTP).
+pub fn request_result(method: &str, url: &str) -> std::io::Result<String> {
+    let (host, target) = split_url(url);
+    let mut s = TcpStream::connect(&host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(
+        format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}

@@ -132,6 +132,9 @@ pub struct Opts {
     /// Key rollover: the IdP signs with a second key whose KeyDescriptor has no `use`,
     /// listed beside the first key (`use="signing"`).
     pub sign_with_key_without_use: bool,
+    /// Terminate TLS in the gateway (rustls) with a fresh self-signed certificate; the public
+    /// URL is then https.
+    pub tls: bool,
 }
 
 impl Default for Opts {
@@ -143,6 +146,7 @@ impl Default for Opts {
             allow_sha1: false,
             public_paths: vec!["/public".into()],
             sign_with_key_without_use: false,
+            tls: false,
         }
     }
 }
@@ -235,6 +239,13 @@ impl Harness {
             std::fs::write(&idp_meta, edited).expect("write IdP metadata");
         }
 
+        let tls_lines = if opts.tls {
+            let (_, _) = keypair("tls");
+            "tls_cert = \"tls-cert.pem\"\ntls_key = \"tls-key.pem\"\n"
+        } else {
+            ""
+        };
+        let scheme = if opts.tls { "https" } else { "http" };
         let backend = Backend::start();
         let store_path = d.join("samlgate.redb");
         let config_path = d.join("samlgate.toml");
@@ -249,8 +260,8 @@ impl Harness {
             format!(
                 r#"[server]
 listen = "127.0.0.1:{gw_port}"
-public_url = "http://127.0.0.1:{gw_port}"
-public_paths = [{public}]
+public_url = "{scheme}://127.0.0.1:{gw_port}"
+{tls_lines}public_paths = [{public}]
 grace_period_seconds = 1
 
 [upstream]
