@@ -450,3 +450,13 @@ fn a_session_the_idp_already_ended_is_not_created() {
     let r = b.post_form(&form);
     assert_rejected(&mut h, &r, "expired", "SessionNotOnOrAfter");
 }
+
+#[test]
+fn s01_a_comment_inside_the_nameid_never_truncates_it() {
+    // victim@corp.test<!--x-->.evil.test must never be read as victim@corp.test.
+    rejects(
+        json!({"name_id": "victim@corp.test.evil.test", "name_id_format": "email", "tamper": "comment_in_name_id"}),
+        "structure that is not accepted",
+        "comment",
+    );
+}

@@ -30,6 +30,8 @@ HTTP API:
        session_index null | not_on_or_after_seconds 300 | not_before_offset_seconds -60
        tamper null | "inject_unsigned_assertion_first" | "inject_unsigned_assertion_last"
               | "strip_signatures" | "edit_name_id"   (applied after signing)
+              | "comment_in_name_id": put <!--x--> after the first `.` of the NameID text
+                (exclusive c14n drops comments, so the signature still verifies)
        tamper_name_id "admin"  (NameID of the injected assertion / edited NameID)
        issue_instant_offset_seconds 0 (Assertion IssueInstant = now + offset)
        audience "sp" (the SP entity id) | another string | null (no AudienceRestriction)
@@ -68,7 +70,7 @@ NAMEID_FORMATS = {"persistent": saml.NAMEID_FORMAT_PERSISTENT, "email": saml.NAM
 SIGN_ALGS = {"rsa-sha1": ds.SIG_RSA_SHA1, "rsa-sha256": ds.SIG_RSA_SHA256, "rsa-sha512": ds.SIG_RSA_SHA512}
 DIGEST_ALGS = {"sha1": ds.DIGEST_SHA1, "sha256": ds.DIGEST_SHA256, "sha512": ds.DIGEST_SHA512}
 TAMPERS = (None, "inject_unsigned_assertion_first", "inject_unsigned_assertion_last",
-           "strip_signatures", "edit_name_id")
+           "strip_signatures", "edit_name_id", "comment_in_name_id")
 DEFAULTS = {
     "name_id": "alice", "name_id_format": "persistent", "attributes": {}, "split_attributes": [],
     "sign_assertion": True, "sign_response": False, "sign_alg": "rsa-sha256", "digest_alg": "sha256",
@@ -277,6 +279,11 @@ class IdP:
             xml = xml[:pos] + extra + xml[pos:]
         elif t == "strip_signatures":
             xml = re.sub(r"<(\w+:)?Signature[\s>].*?</(\w+:)?Signature>", "", xml, flags=re.S)
+        elif t == "comment_in_name_id":
+            xml, n = re.subn(r"(<(?:\w+:)?NameID\b[^>]*>)([^<.]*\.)([^<]*</(?:\w+:)?NameID>)",
+                             lambda m: m.group(1) + m.group(2) + "<!--x-->" + m.group(3), xml, count=1)
+            if not n:
+                raise BadRequest("comment_in_name_id: the NameID needs a '.'")
         elif t == "edit_name_id":
             xml, n = re.subn(r"(<(?:\w+:)?NameID\b[^>]*>)[^<]*(</(?:\w+:)?NameID>)",
                              lambda m: m.group(1) + html.escape(s["tamper_name_id"]) + m.group(2), xml, count=1)
