@@ -280,7 +280,7 @@ fn tls_is_terminated_by_the_gateway_and_cookies_are_secure() {
         .lines()
         .find(|l| {
             l.to_ascii_lowercase()
-                .starts_with("set-cookie: samlgate_session_state=")
+                .starts_with("set-cookie: __secure-samlgate_session_state=")
         })
         .unwrap_or_else(|| panic!("{head}"));
     assert!(

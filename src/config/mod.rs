@@ -353,8 +353,20 @@ impl Config {
                 format!("{absolute} is shorter than session.idle_timeout_seconds ({idle})"),
             ));
         }
+        // Over https the cookies carry the browser-enforced prefixes: `__Host-` cannot be set by
+        // a sibling subdomain or over plain http (no session fixation by cookie tossing), and
+        // `__Secure-` (the state cookie has a narrower Path, which `__Host-` forbids) at least
+        // needs a secure origin.
+        let (cookie_name, state_cookie_name) = if https {
+            (
+                format!("__Host-{cookie_name}"),
+                format!("__Secure-{cookie_name}_state"),
+            )
+        } else {
+            (cookie_name.clone(), format!("{cookie_name}_state"))
+        };
         let session = SessionConfig {
-            state_cookie_name: format!("{cookie_name}_state"),
+            state_cookie_name,
             cookie_name,
             idle_timeout: Duration::from_secs(idle),
             absolute_timeout: Duration::from_secs(absolute),
