@@ -96,7 +96,6 @@ pub struct SpConfig {
     pub acs_url: String,
     pub metadata_url: String,
     pub login_url: String,
-    pub logout_url: String,
     /// How long an AuthnRequest stays answerable.
     pub login_timeout: Duration,
 }
@@ -393,7 +392,6 @@ impl Config {
             acs_url: format!("{sp_base}/acs"),
             metadata_url: format!("{sp_base}/metadata"),
             login_url: format!("{sp_base}/login"),
-            logout_url: format!("{sp_base}/logout"),
             login_timeout: Duration::from_secs(login_timeout),
         };
 

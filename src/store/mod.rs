@@ -281,12 +281,6 @@ impl Store {
         Ok(out)
     }
 
-    pub fn session_count(&self) -> Result<u64, StoreError> {
-        use redb::ReadableTableMetadata;
-        let r = self.db.begin_read()?;
-        Ok(r.open_table(SESSIONS)?.len()?)
-    }
-
     /// Whether an assertion id is in the replay cache; the authoritative check is the insert
     /// in `Tx::remember_assertion`, this one only gives an early, precise answer.
     pub fn assertion_seen(
