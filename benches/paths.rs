@@ -121,7 +121,10 @@ fn benches(c: &mut Criterion) {
     template.insert_header("Accept", "text/html").unwrap();
     template.insert_header("User-Agent", "bench/1.0").unwrap();
     template
-        .insert_header("Cookie", format!("theme=dark; samlgate_session={token}"))
+        .insert_header(
+            "Cookie",
+            format!("theme=dark; {}={token}", rig.cfg.session.cookie_name),
+        )
         .unwrap();
     template.insert_header("X-Auth-User", "admin").unwrap();
     c.bench_function("logged_in_request", |b| {
