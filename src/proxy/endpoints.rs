@@ -13,27 +13,22 @@ const MAX_ACS_BODY: usize = 768 * 1024;
 
 impl Gateway {
     fn session_cookie(&self, token: &str) -> String {
-        format!(
-            "{}={}; Path=/; HttpOnly; SameSite=Lax{}",
-            self.cfg.session.cookie_name,
-            token,
-            if self.cfg.server.https {
-                "; Secure"
-            } else {
-                ""
-            }
-        )
+        self.session_cookie_with(token, "")
     }
 
     fn clear_session_cookie(&self) -> String {
+        self.session_cookie_with("", "; Max-Age=0")
+    }
+
+    fn session_cookie_with(&self, value: &str, extra: &str) -> String {
+        let secure = if self.cfg.server.https {
+            "; Secure"
+        } else {
+            ""
+        };
         format!(
-            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
-            self.cfg.session.cookie_name,
-            if self.cfg.server.https {
-                "; Secure"
-            } else {
-                ""
-            }
+            "{}={value}; Path=/{extra}; HttpOnly; SameSite=Lax{secure}",
+            self.cfg.session.cookie_name
         )
     }
 

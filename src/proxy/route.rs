@@ -28,13 +28,11 @@ pub fn classify(path: &str, server: &ServerConfig) -> Route {
             };
         }
     }
-    if is_plain(path)
-        && server.public_paths.iter().any(|p| {
-            path == p
-                || (p.ends_with('/') && path.starts_with(p.as_str()))
-                || path.starts_with(&format!("{p}/"))
-        })
-    {
+    let under_public = server.public_paths.iter().any(|p| {
+        path.strip_prefix(p.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || p.ends_with('/'))
+    });
+    if under_public && is_plain(path) {
         return Route::Public;
     }
     Route::Protected

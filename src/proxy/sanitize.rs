@@ -4,7 +4,21 @@
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use crate::config::{normalise_header_name, Config};
+use crate::config::Config;
+
+/// Whether `name` spells `normalised` (see `config::normalise_header_name`), compared byte by
+/// byte so that the per-request path allocates nothing.
+fn same_header(name: &str, normalised: &str) -> bool {
+    name.len() == normalised.len()
+        && name.bytes().zip(normalised.bytes()).all(|(a, b)| {
+            let a = if a == b'_' {
+                b'-'
+            } else {
+                a.to_ascii_lowercase()
+            };
+            a == b
+        })
+}
 
 /// Remove spoofable headers and our cookies. Returns how many identity headers were stripped.
 pub fn strip(req: &mut RequestHeader, cfg: &Config) -> usize {
@@ -12,8 +26,10 @@ pub fn strip(req: &mut RequestHeader, cfg: &Config) -> usize {
         .headers
         .keys()
         .filter(|name| {
-            let n = normalise_header_name(name.as_str());
-            cfg.headers.strip_normalised.contains(&n)
+            cfg.headers
+                .strip_normalised
+                .iter()
+                .any(|n| same_header(name.as_str(), n))
         })
         .cloned()
         .collect();
@@ -103,4 +119,17 @@ pub fn strip_set_cookies(resp: &mut ResponseHeader, cfg: &Config) {
         let _ = resp.append_header(http::header::SET_COOKIE, v);
     }
     log::warn!("the upstream tried to set the gateway's own cookie; dropped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_header;
+
+    #[test]
+    fn header_spellings_match_without_allocating() {
+        assert!(same_header("x_auth_groups", "x-auth-groups"));
+        assert!(same_header("X-AUTH-GROUPS", "x-auth-groups"));
+        assert!(!same_header("x-auth-group", "x-auth-groups"));
+        assert!(!same_header("x-auth-groupz", "x-auth-groups"));
+    }
 }
