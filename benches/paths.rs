@@ -50,7 +50,13 @@ default_groups = ["everyone"]
     let sp = ServiceProvider::new(&cfg).unwrap();
     let store = Store::open(&cfg.store_path).unwrap();
     let sessions = Arc::new(Sessions::new(store.clone(), &cfg.session));
-    let logins = Arc::new(Logins::new(&cfg, sp, store.clone(), sessions.clone()));
+    let logins = Arc::new(Logins::new(
+        &cfg,
+        sp,
+        store.clone(),
+        sessions.clone(),
+        Default::default(),
+    ));
     Rig {
         _dir: dir,
         cfg,

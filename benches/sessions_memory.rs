@@ -51,13 +51,13 @@ fn main() {
                 username: format!("user{id}@corp.example.test"),
                 display_name: Some(format!("User Number {id}")),
                 email: Some(format!("user{id}@corp.example.test")),
+                given_name: None,
+                family_name: None,
+                attributes: Default::default(),
                 status: UserStatus::Active,
                 groups: ["everyone", "staff", "engineering", "vpn-users"]
                     .iter()
-                    .map(|g| Membership {
-                        group: g.to_string(),
-                        source: GroupSource::Idp,
-                    })
+                    .map(|g| Membership::new(*g, GroupSource::Idp))
                     .collect(),
                 created_at: now,
                 updated_at: now,

@@ -5,9 +5,7 @@
 //! the `demo` command and is never reachable from `samlgate run`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,14 +13,14 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
-use pingora::server::ShutdownWatch;
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::background::background_service;
 use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
 use samael::idp::response_builder::{build_response_template, ResponseAttribute};
 use samael::idp::sp_extractor::RequiredAttribute;
 use samael::idp::{CertificateParams, IdentityProvider, KeyType, Rsa};
 use samael::traits::ToXml;
 
+use crate::http_service::{HttpService, Resp};
 use crate::proxy::respond::html_escape;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,19 +35,24 @@ pub enum DemoError {
 
 const BANNER: &str = "DEVELOPMENT ONLY: this identity provider signs in anyone as anything. Never use it for real users.";
 
-/// The demo's ports: gateway `base`, IdP `base + 1`, backend `base + 2`.
+/// The demo's ports: gateway `base`, IdP `base + 1`, backend `base + 2`, admin `base + 3`.
 pub fn run(data_dir: &Path, base_port: u16) -> Result<(), DemoError> {
     let setup = |e: String| DemoError::Setup(e);
     std::fs::create_dir_all(data_dir).map_err(|e| setup(format!("{}: {e}", data_dir.display())))?;
-    let (gw, idp_port, be_port) = (base_port, base_port + 1, base_port + 2);
+    let (gw, idp_port, be_port, admin_port) =
+        (base_port, base_port + 1, base_port + 2, base_port + 3);
     // Fail now rather than send browsers to whatever else owns one of these ports.
-    for port in [gw, idp_port, be_port] {
+    let bind = |port: u16| {
         std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
             setup(format!(
-                "127.0.0.1:{port} is not free ({e}); the demo needs {gw}, {idp_port} and {be_port}: pick another --port"
+                "127.0.0.1:{port} is not free ({e}); the demo needs {gw} to {admin_port}: pick another --port"
             ))
-        })?;
+        })
+    };
+    for port in [gw, admin_port] {
+        bind(port)?;
     }
+    let (idp_listener, be_listener) = (bind(idp_port)?, bind(be_port)?);
     let idp_base = format!("http://127.0.0.1:{idp_port}");
 
     let idp = Arc::new(DevIdp::generate(&idp_base).map_err(setup)?);
@@ -77,6 +80,10 @@ metadata_file = "idp-metadata.xml"
 [provisioning]
 default_groups = ["everyone"]
 contact = "the demo operator"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token_file = "admin.token"
 "#
         ),
     )?;
@@ -86,19 +93,23 @@ contact = "the demo operator"
     let services: Vec<Box<dyn pingora::services::ServiceWithDependents>> = vec![
         Box::new(background_service(
             "demo idp",
-            HttpService::new(idp_port, move |req| {
+            HttpService::new(idp_listener, move |req| {
                 let idp = idp.clone();
                 async move { idp.handle(req).await }
             }),
         )),
         Box::new(background_service(
             "demo backend",
-            HttpService::new(be_port, |req| async move { echo(req) }),
+            HttpService::new(be_listener, |req| async move { echo(req) }),
         )),
     ];
     println!("\n  {BANNER}\n");
     println!("  samlgate demo is starting. Open http://127.0.0.1:{gw}/ in a browser.");
     println!("  gateway http://127.0.0.1:{gw}  dev IdP {idp_base}  echo backend http://127.0.0.1:{be_port}");
+    println!(
+        "  admin API http://127.0.0.1:{admin_port} (try: samlgate users list --config {})",
+        config_path.display()
+    );
     println!("  data and config in {}\n", data_dir.display());
     crate::server::run(app, services)?;
     Ok(())
@@ -143,8 +154,6 @@ pub fn decode_redirect(
         .ok()?;
     Some((xml.parse().ok()?, q.get("RelayState").cloned()))
 }
-
-type Resp = Response<Full<Bytes>>;
 
 fn page(status: u16, content_type: &str, body: String) -> Resp {
     Response::builder()
@@ -373,57 +382,5 @@ impl DevIdp {
             rs = html_escape(get("relay_state")),
         );
         page(200, "text/html; charset=utf-8", body)
-    }
-}
-
-/// A tiny hyper HTTP/1 server on 127.0.0.1, run as a pingora background service.
-pub struct HttpService<F> {
-    port: u16,
-    handler: Arc<F>,
-}
-
-impl<F> HttpService<F> {
-    pub fn new(port: u16, handler: F) -> Self {
-        HttpService {
-            port,
-            handler: Arc::new(handler),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl<F, Fut> BackgroundService for HttpService<F>
-where
-    F: Fn(Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Resp> + Send + 'static,
-{
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("demo: cannot listen on {addr}: {e}");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let handler = self.handler.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let fut = handler(req);
-                            async move { Ok::<_, Infallible>(fut.await) }
-                        });
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
-                            .await;
-                    });
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
     }
 }

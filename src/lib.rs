@@ -10,9 +10,14 @@
 //! - `store`: redb: users, groups, sessions, replay cache, audit log;
 //! - `server`: wiring it together; `demo`: the development IdP and echo backend.
 
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod directory;
+pub mod http_service;
 pub mod login;
+pub mod metrics;
 pub mod provision;
 pub mod proxy;
 pub mod saml;

@@ -11,8 +11,12 @@ use std::sync::Arc;
 use base64::Engine as _;
 use rand::RngCore;
 
-use crate::config::{AttributeMap, Config};
-use crate::provision::{self, Outcome, Profile, Refusal};
+use crate::config::{
+    AttributeMap, Config, FieldRule, IdentityPolicy, NAMEID_EMAIL, NAMEID_PERSISTENT,
+    NAMEID_UNSPECIFIED,
+};
+use crate::metrics::Metrics;
+use crate::provision::{self, Changes, Outcome, Profile, Refusal};
 use crate::saml::{SamlAttribute, SamlError, ServiceProvider, VerifiedAssertion};
 use crate::session::{self, Sessions};
 use crate::store::{Store, StoreError};
@@ -60,6 +64,13 @@ pub enum LoginError {
         candidates: Vec<String>,
         received: Vec<String>,
     },
+    #[error("NameID format {format} is not in identity.name_id_formats {accepted:?}")]
+    NameIdFormat {
+        format: String,
+        accepted: Vec<String>,
+    },
+    #[error("the IdP sent the group overage claim instead of the groups, and the policy needs the groups; at the IdP, emit only groups assigned to the application or filter the claim")]
+    GroupOverage { contact: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -69,7 +80,8 @@ impl LoginError {
         match self {
             LoginError::Disabled { .. }
             | LoginError::Inactive { .. }
-            | LoginError::Conflict { .. } => 403,
+            | LoginError::Conflict { .. }
+            | LoginError::GroupOverage { .. } => 403,
             LoginError::Store(_) => 503,
             _ => 400,
         }
@@ -93,8 +105,32 @@ impl LoginError {
             LoginError::MissingAttribute { field, .. } => format!(
                 "The identity provider did not send your {field}. Please tell your administrator."
             ),
+            LoginError::NameIdFormat { .. } => {
+                "The identity provider sent a kind of user identifier this site does not accept. Please tell your administrator.".into()
+            }
+            LoginError::GroupOverage { contact } => format!(
+                "The identity provider sent too many groups to list. Please ask {contact} to fix the group claim."
+            ),
             LoginError::Store(_) => "The sign-in could not be saved. Please try again.".into(),
         }
+    }
+
+    /// A short label for the metrics: the check that failed.
+    pub fn cause(&self) -> String {
+        let debug = match self {
+            LoginError::Saml(e) => format!("{e:?}"),
+            other => format!("{other:?}"),
+        };
+        debug
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// The IdP's answer was genuine, and a policy refused the user.
+    pub fn is_refusal(&self) -> bool {
+        self.status() == 403
     }
 }
 
@@ -112,6 +148,8 @@ pub struct LoginDone {
     pub session_token: Option<String>,
     pub return_to: String,
     pub username: String,
+    /// What the login changed in the directory; `None` when it changed nothing (re-post).
+    pub changes: Option<Changes>,
 }
 
 pub struct Logins {
@@ -120,7 +158,9 @@ pub struct Logins {
     sessions: Arc<Sessions>,
     pending: moka::sync::Cache<String, Arc<PendingLogin>>,
     attributes: AttributeMap,
+    identity: IdentityPolicy,
     policy: crate::config::ProvisioningPolicy,
+    metrics: Arc<Metrics>,
 }
 
 fn random_token(bytes: usize) -> String {
@@ -158,7 +198,13 @@ pub fn safe_return_path(target: &str) -> String {
 }
 
 impl Logins {
-    pub fn new(cfg: &Config, sp: ServiceProvider, store: Store, sessions: Arc<Sessions>) -> Logins {
+    pub fn new(
+        cfg: &Config,
+        sp: ServiceProvider,
+        store: Store,
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+    ) -> Logins {
         Logins {
             sp,
             store,
@@ -169,7 +215,9 @@ impl Logins {
                 .time_to_live(cfg.sp.login_timeout)
                 .build(),
             attributes: cfg.attributes.clone(),
+            identity: cfg.identity.clone(),
             policy: cfg.provisioning.clone(),
+            metrics,
         }
     }
 
@@ -208,8 +256,36 @@ impl Logins {
         })
     }
 
-    /// Finish a login from the ACS POST.
+    /// Finish a login from the ACS POST, counting the result.
     pub async fn finish(
+        &self,
+        saml_response: Option<&str>,
+        relay_state: Option<&str>,
+        state_cookie: Option<&str>,
+        session_cookie: Option<&str>,
+        now: i64,
+    ) -> Result<LoginDone, LoginError> {
+        let r = self
+            .finish_inner(
+                saml_response,
+                relay_state,
+                state_cookie,
+                session_cookie,
+                now,
+            )
+            .await;
+        match &r {
+            Ok(done) => {
+                if let Some(c) = &done.changes {
+                    self.metrics.login_ok(c);
+                }
+            }
+            Err(e) => self.metrics.login_not_ok(e.is_refusal(), &e.cause()),
+        }
+        r
+    }
+
+    async fn finish_inner(
         &self,
         saml_response: Option<&str>,
         relay_state: Option<&str>,
@@ -247,6 +323,7 @@ impl Logins {
                     session_token: None,
                     return_to: pending.return_to.clone(),
                     username: live.username.clone(),
+                    changes: None,
                 });
             }
             return Err(LoginError::Replay(verified.assertion_id));
@@ -304,17 +381,18 @@ impl Logins {
                                 value,
                                 contact,
                             },
+                            Refusal::GroupOverage => LoginError::GroupOverage { contact },
                         }))
                     }
-                    Outcome::LoggedIn { user, created } => {
+                    Outcome::LoggedIn { user, changes } => {
                         let record = sessions.record_for(&user, now, idp_end, session_index);
                         tx.put_session(&hash, &record)?;
-                        Ok(Ok((user, record, created)))
+                        Ok(Ok((user, record, changes)))
                     }
                 }
             })
             .await;
-        let (user, record, created) = match result {
+        let (user, record, changes) = match result {
             Ok(Ok(done)) => done,
             Ok(Err(refused)) => return Err(refused),
             Err(e) => {
@@ -328,53 +406,141 @@ impl Logins {
             "login: user {} (id {}, {}) groups {:?}",
             user.username,
             user.id,
-            if created { "created" } else { "existing" },
+            if changes.created {
+                "created"
+            } else {
+                "existing"
+            },
             user.group_names()
         );
         Ok(LoginDone {
             session_token: Some(token),
             return_to: pending.return_to.clone(),
             username: user.username,
+            changes: Some(changes),
         })
     }
 
-    /// Map SAML attributes to the user's fields, as the config lists them.
+    /// Map SAML attributes to the user's fields, as the config lists them, and pick the
+    /// user key per the identity policy.
     fn profile(&self, v: &VerifiedAssertion) -> Result<Profile, LoginError> {
         let map = &self.attributes;
-        let username = if map.username.is_empty() {
-            v.name_id.clone()
-        } else {
-            first_value(&v.attributes, &map.username).ok_or_else(|| {
-                LoginError::MissingAttribute {
-                    field: "username",
-                    candidates: map.username.clone(),
-                    received: v.attributes.iter().map(|a| a.name.clone()).collect(),
-                }
-            })?
+        let missing = |field: &'static str, rule: &FieldRule| LoginError::MissingAttribute {
+            field,
+            candidates: rule.names.clone(),
+            received: v.attributes.iter().map(|a| a.name.clone()).collect(),
         };
-        let groups = find(&v.attributes, &map.groups).map(|a| {
+        let value = |field: &'static str, rule: &FieldRule| -> Result<Option<String>, LoginError> {
+            match first_value(&v.attributes, rule) {
+                None if rule.required => Err(missing(field, rule)),
+                found => Ok(found),
+            }
+        };
+
+        let format = match v.name_id_format.as_deref() {
+            // The SAML 2.0 spelling some IdPs (and samael's own builder) use by mistake.
+            None | Some("urn:oasis:names:tc:SAML:2.0:nameid-format:unspecified") => {
+                NAMEID_UNSPECIFIED
+            }
+            Some(f) => f,
+        };
+        if !self.identity.name_id_formats.iter().any(|f| f == format) {
+            return Err(LoginError::NameIdFormat {
+                format: format.to_string(),
+                accepted: self.identity.name_id_formats.clone(),
+            });
+        }
+        let subject = match &self.identity.key_attribute {
+            None => {
+                // Case folding only for identifiers that are addresses: an opaque persistent
+                // id may differ in case only, and then it is another person.
+                let email_like = format == NAMEID_EMAIL
+                    || (format != NAMEID_PERSISTENT && looks_like_email(&v.name_id));
+                fold_if(v.name_id.clone(), email_like)
+            }
+            Some(attr) => {
+                let rule = FieldRule {
+                    names: vec![attr.clone()],
+                    friendly_name: false,
+                    required: true,
+                    update: crate::config::UpdateRule::Always,
+                };
+                let key = value("user key (identity.key_attribute)", &rule)?
+                    .ok_or_else(|| missing("user key (identity.key_attribute)", &rule))?;
+                let email_like = looks_like_email(&key);
+                fold_if(key, email_like)
+            }
+        };
+        let username = if map.username.names.is_empty() {
+            subject.clone()
+        } else {
+            value("username", &map.username)?.ok_or_else(|| missing("username", &map.username))?
+        };
+
+        let group_attrs = find(&v.attributes, &map.groups);
+        let groups_overage =
+            group_attrs.is_none() && v.attributes.iter().any(|a| a.name == GROUPS_OVERAGE_CLAIM);
+        if group_attrs.is_none() && !groups_overage && map.groups.required {
+            return Err(missing("groups", &map.groups));
+        }
+        let groups = group_attrs.map(|a| {
             let mut g: Vec<String> = a.iter().flat_map(|a| a.values.iter().cloned()).collect();
             g.sort();
             g.dedup();
             g
         });
+        let mut extra = std::collections::BTreeMap::new();
+        for x in &map.extra {
+            if let Some(val) = value("an extra attribute", &x.rule)? {
+                extra.insert(x.key.clone(), val);
+            }
+        }
         Ok(Profile {
             idp: v.idp_entity_id.clone(),
-            subject: v.name_id.clone(),
+            subject,
             username,
-            display_name: first_value(&v.attributes, &map.display_name),
-            email: first_value(&v.attributes, &map.email),
+            display_name: value("display name", &map.display_name)?,
+            given_name: value("given name", &map.given_name)?,
+            family_name: value("family name", &map.family_name)?,
+            email: value("e-mail", &map.email)?,
             groups,
+            groups_overage,
+            extra,
         })
     }
 }
 
-/// Attributes matching the first candidate name that is present (by Name, then FriendlyName).
-fn find<'a>(attrs: &'a [SamlAttribute], candidates: &[String]) -> Option<Vec<&'a SamlAttribute>> {
-    for c in candidates {
+/// Entra ID sends this instead of the groups when a user has more than 150.
+pub const GROUPS_OVERAGE_CLAIM: &str = "http://schemas.microsoft.com/claims/groups.link";
+
+/// `local@domain.tld`, no spaces: the shape of an e-mail address.
+fn looks_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(char::is_whitespace)
+}
+
+fn fold_if(s: String, fold: bool) -> String {
+    if fold {
+        s.to_lowercase()
+    } else {
+        s
+    }
+}
+
+/// Attributes matching the first candidate name that is present (by Name, and by
+/// FriendlyName when the rule allows it).
+fn find<'a>(attrs: &'a [SamlAttribute], rule: &FieldRule) -> Option<Vec<&'a SamlAttribute>> {
+    for c in &rule.names {
         let hits: Vec<_> = attrs
             .iter()
-            .filter(|a| &a.name == c || a.friendly_name.as_ref() == Some(c))
+            .filter(|a| &a.name == c || (rule.friendly_name && a.friendly_name.as_ref() == Some(c)))
             .collect();
         if !hits.is_empty() {
             return Some(hits);
@@ -383,8 +549,8 @@ fn find<'a>(attrs: &'a [SamlAttribute], candidates: &[String]) -> Option<Vec<&'a
     None
 }
 
-fn first_value(attrs: &[SamlAttribute], candidates: &[String]) -> Option<String> {
-    find(attrs, candidates)?
+fn first_value(attrs: &[SamlAttribute], rule: &FieldRule) -> Option<String> {
+    find(attrs, rule)?
         .into_iter()
         .flat_map(|a| a.values.iter())
         .map(|v| v.trim())

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use samlgate::cli;
 use samlgate::config::Config;
 
 /// pingora allocates and frees a buffer set per request; glibc's malloc spends a tenth of the
@@ -40,6 +41,43 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Manage users: list, show, activate, deactivate, disable, delete, groups, export, import.
+    Users {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Print the admin API's JSON answer.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: cli::UsersCmd,
+    },
+    /// Groups and their members.
+    Groups {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: cli::GroupsCmd,
+    },
+    /// Live sessions: list and revoke.
+    Sessions {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: cli::SessionsCmd,
+    },
+    /// The audit log: who was created, changed, refused, by whom.
+    Audit {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        args: cli::AuditArgs,
+    },
     /// Run a self-contained demo: gateway, development IdP and echo backend on 127.0.0.1.
     Demo {
         /// Where the demo writes its generated config, the IdP metadata and the store.
@@ -63,6 +101,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// The admin commands need the gateway's config (for the admin address, token and store).
+fn need(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    config
+        .or_else(|| std::env::var_os("SAMLGATE_CONFIG").map(PathBuf::from))
+        .ok_or_else(|| anyhow::anyhow!("--config <file> is required (or set SAMLGATE_CONFIG)"))
+}
+
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
@@ -80,8 +125,20 @@ fn run(command: Command) -> anyhow::Result<()> {
             let sp = samlgate::saml::ServiceProvider::new(&cfg)?;
             print!("{}", sp.sp_metadata_xml());
         }
+        Command::Users { config, json, cmd } => {
+            cli::run(&need(config)?, cli::AdminCommand::Users(cmd), json)?
+        }
+        Command::Groups { config, json, cmd } => {
+            cli::run(&need(config)?, cli::AdminCommand::Groups(cmd), json)?
+        }
+        Command::Sessions { config, json, cmd } => {
+            cli::run(&need(config)?, cli::AdminCommand::Sessions(cmd), json)?
+        }
+        Command::Audit { config, json, args } => {
+            cli::run(&need(config)?, cli::AdminCommand::Audit(args), json)?
+        }
         Command::Demo { data_dir, port } => {
-            if port > u16::MAX - 2 {
+            if port > u16::MAX - 3 {
                 anyhow::bail!(
                     "--port {port} leaves no room for the IdP and backend ports after it"
                 );

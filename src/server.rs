@@ -7,8 +7,12 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
 
+use crate::admin::Admin;
 use crate::config::Config;
+use crate::directory::Directory;
+use crate::http_service::HttpService;
 use crate::login::Logins;
+use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::saml::{self, ServiceProvider};
 use crate::session::Sessions;
@@ -22,6 +26,11 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{file}: key `server.tls_cert`: {message}")]
     Tls { file: String, message: String },
+    #[error("{file}: {error}")]
+    Admin {
+        file: String,
+        error: crate::admin::AdminError,
+    },
 }
 
 /// Everything a running gateway holds, built and checked before anything listens.
@@ -30,6 +39,9 @@ pub struct App {
     pub store: Store,
     pub sessions: Arc<Sessions>,
     pub logins: Arc<Logins>,
+    pub metrics: Arc<Metrics>,
+    /// The admin listener, bound at build time so a taken port fails the start.
+    admin: Option<(std::net::TcpListener, Arc<Admin>)>,
 }
 
 impl App {
@@ -37,12 +49,49 @@ impl App {
         let sp = ServiceProvider::new(&cfg)?;
         let store = Store::open(&cfg.store_path)?;
         let sessions = Arc::new(Sessions::new(store.clone(), &cfg.session));
-        let logins = Arc::new(Logins::new(&cfg, sp, store.clone(), sessions.clone()));
+        let metrics = Arc::new(Metrics::default());
+        let logins = Arc::new(Logins::new(
+            &cfg,
+            sp,
+            store.clone(),
+            sessions.clone(),
+            metrics.clone(),
+        ));
+        let admin = if cfg.admin.enabled {
+            let file = cfg.file.display().to_string();
+            let token =
+                crate::admin::load_or_create_token(&cfg.admin.token_file).map_err(|error| {
+                    StartError::Admin {
+                        file: file.clone(),
+                        error,
+                    }
+                })?;
+            let listener = crate::admin::bind(cfg.admin.listen)
+                .map_err(|error| StartError::Admin { file, error })?;
+            let directory = Directory::new(
+                store.clone(),
+                Some(sessions.clone()),
+                Some(metrics.clone()),
+                "admin api",
+            );
+            Some((
+                listener,
+                Arc::new(Admin {
+                    directory,
+                    metrics: metrics.clone(),
+                    token,
+                }),
+            ))
+        } else {
+            None
+        };
         Ok(App {
             cfg: Arc::new(cfg),
             store,
             sessions,
             logins,
+            metrics,
+            admin,
         })
     }
 }
@@ -94,6 +143,7 @@ pub fn run(
         cfg: cfg.clone(),
         logins: app.logins.clone(),
         sessions: app.sessions.clone(),
+        metrics: app.metrics.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     let listen = cfg.server.listen.to_string();
@@ -119,6 +169,16 @@ pub fn run(
             idle_secs: cfg.session.idle_timeout.as_secs() as i64 + crate::session::TOUCH_EVERY_SECS,
         },
     ));
+    if let Some((listener, admin)) = app.admin {
+        log::info!(
+            "admin API, /healthz, /readyz and /metrics on http://{}",
+            cfg.admin.listen
+        );
+        server.add_service(background_service(
+            "admin",
+            HttpService::new(listener, move |req| admin.clone().handle(req)),
+        ));
+    }
     for svc in extra {
         server.add_boxed_service(svc);
     }

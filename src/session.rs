@@ -31,6 +31,8 @@ pub struct Identity {
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub groups: Vec<String>,
+    /// Extra attributes by config key (`[attributes.extra]`).
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl Identity {
@@ -41,6 +43,7 @@ impl Identity {
             email: user.email.clone(),
             display_name: user.display_name.clone(),
             groups: user.group_names(),
+            attributes: user.attributes.clone(),
         }
     }
 }
@@ -232,6 +235,14 @@ impl Sessions {
         done
     }
 
+    /// Sessions ended in the store by someone else (an admin): no lookup may revive them.
+    pub fn forget(&self, hashes: &[TokenHash]) {
+        for h in hashes {
+            self.dead.insert(*h, ());
+            self.cache.invalidate(h);
+        }
+    }
+
     /// Drop an expired session; a reload before the delete lands is refused again by the
     /// same expiry check, so this need not wait.
     fn end_hash(&self, hash: TokenHash) {
@@ -273,6 +284,9 @@ mod tests {
             username: "alice".into(),
             display_name: None,
             email: None,
+            given_name: None,
+            family_name: None,
+            attributes: Default::default(),
             status: UserStatus::Active,
             groups: vec![],
             created_at: 0,

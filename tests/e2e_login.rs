@@ -238,10 +238,10 @@ fn group_sync_replaces_only_idp_memberships() {
     h.browser().login(&h.url("/"));
     h.with_store(|s| {
         let mut u = s.users().unwrap().remove(0);
-        u.groups.push(samlgate::store::Membership {
-            group: "ops-oncall".into(),
-            source: GroupSource::Local,
-        });
+        u.groups.push(samlgate::store::Membership::new(
+            "ops-oncall",
+            GroupSource::Local,
+        ));
         u.groups.sort();
         s.write_blocking(move |tx| tx.put_user(&u)).unwrap();
     });

@@ -1,16 +1,32 @@
 //! Provisioning rules against a real redb file, without HTTP or SAML in the way.
 
-use samlgate::config::ProvisioningPolicy;
+use samlgate::config::{Config, GroupSync, ProvisioningPolicy};
 use samlgate::provision::{provision, Outcome, Profile};
 use samlgate::store::{GroupSource, Store, User};
 
+/// The policy a config file gives, with `extra` TOML appended.
+fn policy_with(extra: &str) -> ProvisioningPolicy {
+    let text = format!(
+        r#"
+[server]
+public_url = "http://127.0.0.1:8080"
+[upstream]
+url = "http://127.0.0.1:3000"
+[idp]
+metadata_file = "idp.xml"
+[provisioning]
+default_groups = ["everyone"]
+contact = "help desk"
+{extra}
+"#
+    );
+    Config::parse(std::path::Path::new("t.toml"), &text)
+        .expect("config")
+        .provisioning
+}
+
 fn policy() -> ProvisioningPolicy {
-    ProvisioningPolicy {
-        reactivate_inactive: true,
-        default_groups: vec!["everyone".into()],
-        sync_groups: true,
-        contact: "help desk".into(),
-    }
+    policy_with("")
 }
 
 fn profile(groups: Option<&[&str]>) -> Profile {
@@ -21,6 +37,7 @@ fn profile(groups: Option<&[&str]>) -> Profile {
         display_name: Some("Alice".into()),
         email: Some("alice@corp.test".into()),
         groups: groups.map(|g| g.iter().map(|s| s.to_string()).collect()),
+        ..Profile::default()
     }
 }
 
@@ -51,10 +68,8 @@ fn store() -> (tempfile::TempDir, Store) {
 fn p06_with_group_sync_off_memberships_never_change() {
     let (_d, s) = store();
     login(&s, profile(Some(&["eng"])), policy());
-    let off = ProvisioningPolicy {
-        sync_groups: false,
-        ..policy()
-    };
+    let off = policy_with("[groups]\nsync = \"off\"");
+    assert_eq!(off.groups.sync, GroupSync::Off);
     let u = login(&s, profile(Some(&["qa"])), off);
     assert_eq!(
         memberships(&u),

@@ -47,6 +47,8 @@ pub struct Config {
     pub attributes: AttributeMap,
     pub provisioning: ProvisioningPolicy,
     pub headers: HeaderNames,
+    pub identity: IdentityPolicy,
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -110,23 +112,166 @@ pub struct IdpConfig {
     pub max_issue_delay: Duration,
 }
 
-/// Candidate SAML attribute names for each user field, first match wins.
+/// How a stored field follows the IdP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateRule {
+    /// The IdP is authoritative: every login overwrites the stored value.
+    Always,
+    /// Set when the user is created (or while still empty); an admin owns it afterwards.
+    Once,
+}
+
+/// Where one user field comes from: candidate attribute Names, first present wins.
+#[derive(Debug, Clone)]
+pub struct FieldRule {
+    pub names: Vec<String>,
+    /// Also match on FriendlyName. Off by default: FriendlyName is a display hint that no
+    /// IdP is bound to keep stable, and two attributes may share one.
+    pub friendly_name: bool,
+    pub required: bool,
+    pub update: UpdateRule,
+}
+
+/// An attribute forwarded to the application as a header of its own.
+#[derive(Debug, Clone)]
+pub struct ExtraAttribute {
+    /// The name in the config (`[attributes.extra.<key>]`), also the key in the store.
+    pub key: String,
+    pub header: String,
+    pub rule: FieldRule,
+}
+
 #[derive(Debug, Clone)]
 pub struct AttributeMap {
-    /// Empty: the NameID is the username.
-    pub username: Vec<String>,
-    pub email: Vec<String>,
-    pub display_name: Vec<String>,
-    pub groups: Vec<String>,
+    /// No names: the user key (NameID, or `identity.key_attribute`) is the username.
+    pub username: FieldRule,
+    pub email: FieldRule,
+    pub display_name: FieldRule,
+    pub given_name: FieldRule,
+    pub family_name: FieldRule,
+    pub groups: FieldRule,
+    pub extra: Vec<ExtraAttribute>,
+}
+
+/// Which identifier is the user's immutable key.
+#[derive(Debug, Clone)]
+pub struct IdentityPolicy {
+    /// NameID Format URIs accepted; a NameID without Format counts as `unspecified`.
+    pub name_id_formats: Vec<String>,
+    /// Use this attribute's value as the key instead of the NameID.
+    pub key_attribute: Option<String>,
+}
+
+pub const NAMEID_PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
+pub const NAMEID_EMAIL: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
+pub const NAMEID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
+pub const NAMEID_TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
+
+fn name_id_format_uri(short: &str) -> Option<&'static str> {
+    Some(match short {
+        "persistent" => NAMEID_PERSISTENT,
+        "emailAddress" | "email" => NAMEID_EMAIL,
+        "unspecified" => NAMEID_UNSPECIFIED,
+        "transient" => NAMEID_TRANSIENT,
+        "windowsDomainQualifiedName" => {
+            "urn:oasis:names:tc:SAML:1.1:nameid-format:WindowsDomainQualifiedName"
+        }
+        "kerberos" => "urn:oasis:names:tc:SAML:2.0:nameid-format:kerberos",
+        "X509SubjectName" => "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName",
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSync {
+    /// The claim replaces the user's `idp` memberships.
+    Full,
+    /// The claim adds `idp` memberships and never removes one.
+    AddOnly,
+    Off,
+}
+
+/// A set of group names: exact names and full-match regexes.
+#[derive(Debug, Clone, Default)]
+pub struct GroupFilter {
+    pub exact: Vec<String>,
+    pub patterns: Vec<regex::Regex>,
+}
+
+impl GroupFilter {
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.patterns.is_empty()
+    }
+
+    pub fn matches(&self, group: &str) -> bool {
+        self.exact.iter().any(|g| g == group) || self.patterns.iter().any(|r| r.is_match(group))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupPolicy {
+    pub sync: GroupSync,
+    /// IdP value (object id, DN, ...) -> local group name.
+    pub map: std::collections::HashMap<String, String>,
+    /// Keep values without a mapping (true) or drop them.
+    pub keep_unmapped: bool,
+    /// Empty: every group passes.
+    pub include: GroupFilter,
+    pub exclude: GroupFilter,
+    /// IdP groups that stay pending until an admin approves the membership.
+    pub require_approval: Vec<String>,
+    /// Entra's overage claim (too many groups to list): refuse the login instead of keeping
+    /// the stored IdP memberships.
+    pub refuse_on_overage: bool,
+}
+
+impl GroupPolicy {
+    /// The local name for an IdP group value, or `None` when it is filtered out.
+    pub fn local_name(&self, value: &str) -> Option<String> {
+        // Kept exactly as sent (spaces included): the header encoding is reversible.
+        if value.trim().is_empty() {
+            return None;
+        }
+        let name = match self.map.get(value) {
+            Some(mapped) => mapped.clone(),
+            None if self.keep_unmapped => value.to_string(),
+            None => return None,
+        };
+        if !self.include.is_empty() && !self.include.matches(&name) {
+            return None;
+        }
+        if self.exclude.matches(&name) {
+            return None;
+        }
+        Some(name)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ProvisioningPolicy {
     pub reactivate_inactive: bool,
     pub default_groups: Vec<String>,
-    pub sync_groups: bool,
     /// Whom a refused user should ask; shown on the 403 page.
     pub contact: String,
+    pub groups: GroupPolicy,
+    /// Fields (`email`, `display_name`, `given_name`, `family_name`, `username`, and extra
+    /// attribute keys) that are set once and not overwritten by later logins.
+    pub set_once: Vec<String>,
+}
+
+impl ProvisioningPolicy {
+    pub fn updates_always(&self, field: &str) -> bool {
+        !self.set_once.iter().any(|f| f == field)
+    }
+}
+
+/// The admin, health and metrics listener.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Holds the bearer token; created (mode 0600) with a random token when missing.
+    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +280,8 @@ pub struct HeaderNames {
     pub email: String,
     pub display_name: String,
     pub groups: String,
+    /// (extra attribute key, header name), from `[attributes.extra]`.
+    pub extra: Vec<(String, String)>,
     /// Every name removed from client requests, normalised (lowercase, `_` as `-`).
     pub strip_normalised: Vec<String>,
 }
@@ -452,41 +599,188 @@ impl Config {
 
         // [attributes]
         let a = raw.attributes;
-        let attributes = AttributeMap {
-            username: a.username.unwrap_or_default(),
-            email: a.email.unwrap_or_else(|| {
-                [
-                    "mail",
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let username = field_rule(a.username, &[], "attributes.username")
+            .map_err(|m| invalid("attributes.username", m))?;
+        let email = field_rule(
+            a.email,
+            &names(&[
+                "mail",
+                "email",
+                "urn:oid:0.9.2342.19200300.100.1.3",
+                "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+            ]),
+            "attributes.email",
+        )
+        .map_err(|m| invalid("attributes.email", m))?;
+        let display_name = field_rule(
+            a.display_name,
+            &names(&[
+                "displayName",
+                "urn:oid:2.16.840.1.113730.3.1.241",
+                "http://schemas.microsoft.com/identity/claims/displayname",
+            ]),
+            "attributes.display_name",
+        )
+        .map_err(|m| invalid("attributes.display_name", m))?;
+        let given_name = field_rule(
+            a.given_name,
+            &names(&[
+                "givenName",
+                "urn:oid:2.5.4.42",
+                "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname",
+            ]),
+            "attributes.given_name",
+        )
+        .map_err(|m| invalid("attributes.given_name", m))?;
+        let family_name = field_rule(
+            a.family_name,
+            &names(&[
+                "sn",
+                "surname",
+                "urn:oid:2.5.4.4",
+                "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname",
+            ]),
+            "attributes.family_name",
+        )
+        .map_err(|m| invalid("attributes.family_name", m))?;
+        let groups_rule = field_rule(
+            a.groups,
+            &names(&[
+                "groups",
+                "memberOf",
+                "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
+                "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
+                "http://schemas.xmlsoap.org/claims/Group",
+            ]),
+            "attributes.groups",
+        )
+        .map_err(|m| invalid("attributes.groups", m))?;
+        if groups_rule.update == UpdateRule::Once {
+            return Err(invalid(
+                "attributes.groups",
+                "`update = \"once\"` does not apply to groups; use groups.sync".into(),
+            ));
+        }
+        let mut extra = Vec::new();
+        for (key, x) in a.extra {
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                || [
+                    "username",
                     "email",
-                    "urn:oid:0.9.2342.19200300.100.1.3",
-                    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
-                ]
-                .map(String::from)
-                .to_vec()
-            }),
-            display_name: a.display_name.unwrap_or_else(|| {
-                [
-                    "displayName",
-                    "urn:oid:2.16.840.1.113730.3.1.241",
-                    "http://schemas.microsoft.com/identity/claims/displayname",
-                    "name",
-                ]
-                .map(String::from)
-                .to_vec()
-            }),
-            groups: a.groups.unwrap_or_else(|| {
-                [
+                    "display_name",
+                    "given_name",
+                    "family_name",
                     "groups",
-                    "memberOf",
-                    "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
-                    "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
                 ]
-                .map(String::from)
-                .to_vec()
-            }),
+                .contains(&key.as_str())
+            {
+                return Err(invalid(
+                    "attributes.extra",
+                    format!(
+                        "`{key}` must be letters, digits, _ or - and not a built-in field name"
+                    ),
+                ));
+            }
+            let Some(header) = x
+                .header
+                .filter(|h| http::HeaderName::from_bytes(h.as_bytes()).is_ok())
+            else {
+                return Err(invalid(
+                    "attributes.extra",
+                    format!("`{key}`: `header` is required and must be a valid header name"),
+                ));
+            };
+            let rule = field_rule(
+                Some(raw::RawField::Full(raw::RawFieldTable {
+                    names: x.names,
+                    friendly_name: x.friendly_name,
+                    required: x.required,
+                    update: x.update,
+                })),
+                &[],
+                "attributes.extra",
+            )
+            .map_err(|m| invalid("attributes.extra", format!("`{key}`: {m}")))?;
+            if rule.names.is_empty() {
+                return Err(invalid(
+                    "attributes.extra",
+                    format!("`{key}`: `names` must list at least one attribute name"),
+                ));
+            }
+            extra.push(ExtraAttribute { key, header, rule });
+        }
+        let mut set_once = Vec::new();
+        for (field, rule) in [
+            ("username", &username),
+            ("email", &email),
+            ("display_name", &display_name),
+            ("given_name", &given_name),
+            ("family_name", &family_name),
+        ] {
+            if rule.update == UpdateRule::Once {
+                set_once.push(field.to_string());
+            }
+        }
+        set_once.extend(
+            extra
+                .iter()
+                .filter(|x| x.rule.update == UpdateRule::Once)
+                .map(|x| x.key.clone()),
+        );
+        let attributes = AttributeMap {
+            username,
+            email,
+            display_name,
+            given_name,
+            family_name,
+            groups: groups_rule,
+            extra,
         };
 
-        // [provisioning]
+        // [identity]
+        let mut name_id_formats = Vec::new();
+        for f in raw
+            .identity
+            .name_id_formats
+            .unwrap_or_else(|| names(&["persistent", "emailAddress", "unspecified"]))
+        {
+            let uri = if f.starts_with("urn:") {
+                f.clone()
+            } else {
+                name_id_format_uri(&f)
+                    .ok_or_else(|| {
+                        invalid(
+                            "identity.name_id_formats",
+                            format!("unknown format `{f}` (known: persistent, emailAddress, unspecified, transient, windowsDomainQualifiedName, kerberos, X509SubjectName, or a full urn:)"),
+                        )
+                    })?
+                    .to_string()
+            };
+            name_id_formats.push(uri);
+        }
+        if name_id_formats.is_empty() {
+            return Err(invalid(
+                "identity.name_id_formats",
+                "must list at least one format".into(),
+            ));
+        }
+        let key_attribute = raw.identity.key_attribute.filter(|k| !k.trim().is_empty());
+        if key_attribute.is_none() && name_id_formats.iter().any(|f| f == NAMEID_TRANSIENT) {
+            return Err(invalid(
+                "identity.name_id_formats",
+                "`transient` changes at every login and would create a new user each time; accept it only together with identity.key_attribute".into(),
+            ));
+        }
+        let identity = IdentityPolicy {
+            name_id_formats,
+            key_attribute,
+        };
+
+        // [provisioning] and [groups]
         let p = raw.provisioning;
         let default_groups = p.default_groups.unwrap_or_default();
         if let Some(g) = default_groups.iter().find(|g| g.trim().is_empty()) {
@@ -495,11 +789,91 @@ impl Config {
                 format!("`{g}` is an empty group name"),
             ));
         }
+        let g = raw.groups;
+        let sync = match g.sync.as_deref().unwrap_or("full") {
+            "full" => GroupSync::Full,
+            "add_only" => GroupSync::AddOnly,
+            "off" => GroupSync::Off,
+            other => {
+                return Err(invalid(
+                    "groups.sync",
+                    format!("`{other}` is not one of full, add_only, off"),
+                ))
+            }
+        };
+        let keep_unmapped = match g.unmapped.as_deref().unwrap_or("keep") {
+            "keep" => true,
+            "drop" => false,
+            other => {
+                return Err(invalid(
+                    "groups.unmapped",
+                    format!("`{other}` is not one of keep, drop"),
+                ))
+            }
+        };
+        if let Some((k, _)) = g
+            .map
+            .iter()
+            .find(|(k, v)| k.trim().is_empty() || v.trim().is_empty())
+        {
+            return Err(invalid(
+                "groups.map",
+                format!("`{k}`: neither the IdP value nor the local name may be empty"),
+            ));
+        }
+        let refuse_on_overage = match g.overage.as_deref().unwrap_or("keep") {
+            "keep" => false,
+            "refuse" => true,
+            other => {
+                return Err(invalid(
+                    "groups.overage",
+                    format!("`{other}` is not one of keep, refuse"),
+                ))
+            }
+        };
+        let group_policy = GroupPolicy {
+            sync,
+            map: g.map.into_iter().collect(),
+            keep_unmapped,
+            include: group_filter(&g.include).map_err(|m| invalid("groups.include", m))?,
+            exclude: group_filter(&g.exclude).map_err(|m| invalid("groups.exclude", m))?,
+            require_approval: g.require_approval,
+            // Where groups are required, an incomplete list is no list.
+            refuse_on_overage: refuse_on_overage || attributes.groups.required,
+        };
         let provisioning = ProvisioningPolicy {
             reactivate_inactive: p.reactivate_inactive.unwrap_or(true),
             default_groups,
-            sync_groups: p.sync_groups.unwrap_or(true),
             contact: p.contact.unwrap_or_else(|| "your administrator".into()),
+            groups: group_policy,
+            set_once,
+        };
+
+        // [admin]
+        let ad = raw.admin;
+        let admin_listen_text = ad.listen.unwrap_or_else(|| "127.0.0.1:9180".into());
+        let admin_listen: SocketAddr = admin_listen_text.parse().map_err(|_| {
+            invalid(
+                "admin.listen",
+                format!("`{admin_listen_text}` is not an address:port like 127.0.0.1:9180"),
+            )
+        })?;
+        if !admin_listen.ip().is_loopback() {
+            if ad.allow_remote != Some(true) {
+                return Err(invalid(
+                    "admin.listen",
+                    format!("`{admin_listen}` is not a loopback address; the admin API manages every user, so listening beyond this host needs admin.allow_remote = true (and a firewall)"),
+                ));
+            }
+            log::warn!(
+                "{}: admin.allow_remote = true: the admin API listens on {admin_listen}",
+                file.display()
+            );
+        }
+        let admin = AdminConfig {
+            enabled: ad.enabled.unwrap_or(true),
+            listen: admin_listen,
+            token_file: resolve(ad.token_file.as_deref().unwrap_or("admin.token")),
         };
 
         // [headers]
@@ -515,8 +889,14 @@ impl Config {
         let email = header("headers.email", h.email, "X-Auth-Email")?;
         let display_name = header("headers.display_name", h.display_name, "X-Auth-Name")?;
         let groups = header("headers.groups", h.groups, "X-Auth-Groups")?;
-        let mut strip_normalised: Vec<String> = [&user, &email, &display_name, &groups]
+        let extra_headers: Vec<(String, String)> = attributes
+            .extra
             .iter()
+            .map(|x| (x.key.clone(), x.header.clone()))
+            .collect();
+        let mut strip_normalised: Vec<String> = [&user, &email, &display_name, &groups]
+            .into_iter()
+            .chain(extra_headers.iter().map(|(_, h)| h))
             .map(|n| normalise_header_name(n))
             .collect();
         for s in h.strip {
@@ -535,6 +915,7 @@ impl Config {
             email,
             display_name,
             groups,
+            extra: extra_headers,
             strip_normalised,
         };
 
@@ -558,8 +939,58 @@ impl Config {
             attributes,
             provisioning,
             headers,
+            identity,
+            admin,
         })
     }
+}
+
+/// A user field's rule from its raw form; `default` names apply when the key is absent.
+fn field_rule(
+    raw: Option<raw::RawField>,
+    default: &[String],
+    _key: &str,
+) -> Result<FieldRule, String> {
+    let t = match raw {
+        None => raw::RawFieldTable::default(),
+        Some(raw::RawField::Names(names)) => raw::RawFieldTable {
+            names: Some(names),
+            ..Default::default()
+        },
+        Some(raw::RawField::Full(t)) => t,
+    };
+    let names = t.names.unwrap_or_else(|| default.to_vec());
+    if let Some(n) = names.iter().find(|n| n.trim().is_empty()) {
+        return Err(format!("`{n}` is an empty attribute name"));
+    }
+    let update = match t.update.as_deref().unwrap_or("always") {
+        "always" => UpdateRule::Always,
+        "once" => UpdateRule::Once,
+        other => return Err(format!("update `{other}` is not one of always, once")),
+    };
+    Ok(FieldRule {
+        names,
+        friendly_name: t.friendly_name.unwrap_or(false),
+        required: t.required.unwrap_or(false),
+        update,
+    })
+}
+
+/// Exact names, and `regex:<pattern>` entries matched against the whole group name.
+fn group_filter(entries: &[String]) -> Result<GroupFilter, String> {
+    let mut f = GroupFilter::default();
+    for e in entries {
+        match e.strip_prefix("regex:") {
+            Some(pattern) => {
+                let r = regex::Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|err| format!("`{e}` is not a valid regex: {err}"))?;
+                f.patterns.push(r);
+            }
+            None if e.trim().is_empty() => return Err("an empty group name".into()),
+            None => f.exact.push(e.clone()),
+        }
+    }
+    Ok(f)
 }
 
 fn parse_upstream(url: &str) -> Result<UpstreamConfig, String> {

@@ -23,6 +23,12 @@ pub struct RawConfig {
     pub provisioning: RawProvisioning,
     #[serde(default)]
     pub headers: RawHeaders,
+    #[serde(default)]
+    pub identity: RawIdentity,
+    #[serde(default)]
+    pub groups: RawGroups,
+    #[serde(default)]
+    pub admin: RawAdmin,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -80,10 +86,73 @@ pub struct RawIdp {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawAttributes {
-    pub username: Option<Vec<String>>,
-    pub email: Option<Vec<String>>,
-    pub display_name: Option<Vec<String>>,
-    pub groups: Option<Vec<String>>,
+    pub username: Option<RawField>,
+    pub email: Option<RawField>,
+    pub display_name: Option<RawField>,
+    pub given_name: Option<RawField>,
+    pub family_name: Option<RawField>,
+    pub groups: Option<RawField>,
+    #[serde(default)]
+    pub extra: std::collections::BTreeMap<String, RawExtra>,
+}
+
+/// A user field: a list of candidate names, or a table with options.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawField {
+    Names(Vec<String>),
+    Full(RawFieldTable),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFieldTable {
+    pub names: Option<Vec<String>>,
+    pub friendly_name: Option<bool>,
+    pub required: Option<bool>,
+    pub update: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtra {
+    pub names: Option<Vec<String>>,
+    pub header: Option<String>,
+    pub friendly_name: Option<bool>,
+    pub required: Option<bool>,
+    pub update: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub name_id_formats: Option<Vec<String>>,
+    pub key_attribute: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroups {
+    pub sync: Option<String>,
+    #[serde(default)]
+    pub map: std::collections::BTreeMap<String, String>,
+    pub unmapped: Option<String>,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub require_approval: Vec<String>,
+    pub overage: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    pub token_file: Option<String>,
+    pub allow_remote: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -91,7 +160,6 @@ pub struct RawAttributes {
 pub struct RawProvisioning {
     pub reactivate_inactive: Option<bool>,
     pub default_groups: Option<Vec<String>>,
-    pub sync_groups: Option<bool>,
     pub contact: Option<String>,
 }
 

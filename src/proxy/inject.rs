@@ -45,6 +45,11 @@ pub fn apply(req: &mut RequestHeader, id: &Identity, names: &HeaderNames) {
     if let Some(n) = &id.display_name {
         set(&names.display_name, encode_value(n));
     }
+    for (key, header) in &names.extra {
+        if let Some(v) = id.attributes.get(key) {
+            set(header, encode_value(v));
+        }
+    }
 }
 
 #[cfg(test)]

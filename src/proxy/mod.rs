@@ -32,6 +32,7 @@ pub struct Gateway {
     pub cfg: Arc<Config>,
     pub logins: Arc<Logins>,
     pub sessions: Arc<Sessions>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Per-request state.
@@ -161,6 +162,8 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .map(|id| id.username.as_str())
             .unwrap_or("-");
+        let micros = ctx.started.elapsed().as_micros() as u64;
+        self.metrics.request(micros);
         log::info!(
             "request id={} method={} path={} route={:?} user={} status={} stripped={} us={}",
             ctx.correlation_id,
@@ -170,7 +173,7 @@ impl ProxyHttp for Gateway {
             user,
             status,
             ctx.stripped,
-            ctx.started.elapsed().as_micros()
+            micros
         );
     }
 }

@@ -35,6 +35,16 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const USERNAMES: TableDefinition<&str, u64> = TableDefinition::new("usernames");
 /// Case-folded e-mail -> user id, so a new subject never silently takes over an address.
 const EMAILS: TableDefinition<&str, u64> = TableDefinition::new("emails");
+/// user id (8 bytes, big-endian) ++ session token hash -> (): a user's sessions, so that
+/// disabling or deleting a user ends them all in the same transaction.
+const USER_SESSIONS: TableDefinition<&[u8], ()> = TableDefinition::new("user_sessions");
+
+fn user_session_key(user_id: u64, token_hash: &[u8; 32]) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&user_id.to_be_bytes());
+    k[8..].copy_from_slice(token_hash);
+    k
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -88,6 +98,19 @@ pub enum GroupSource {
 pub struct Membership {
     pub group: String,
     pub source: GroupSource,
+    /// Waiting for an admin's approval (`groups.require_approval`): stored, not forwarded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+}
+
+impl Membership {
+    pub fn new(group: impl Into<String>, source: GroupSource) -> Membership {
+        Membership {
+            group: group.into(),
+            source,
+            pending: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +121,13 @@ pub struct User {
     pub username: String,
     pub display_name: Option<String>,
     pub email: Option<String>,
+    #[serde(default)]
+    pub given_name: Option<String>,
+    #[serde(default)]
+    pub family_name: Option<String>,
+    /// Extra attributes (`[attributes.extra]`), by config key.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
     pub status: UserStatus,
     /// Sorted, one entry per (group, source).
     pub groups: Vec<Membership>,
@@ -107,9 +137,14 @@ pub struct User {
 }
 
 impl User {
-    /// Distinct group names, sorted: what the backend is told.
+    /// Distinct group names, sorted, pending approvals left out: what the backend is told.
     pub fn group_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.groups.iter().map(|m| m.group.clone()).collect();
+        let mut names: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|m| !m.pending)
+            .map(|m| m.group.clone())
+            .collect();
         names.sort();
         names.dedup();
         names
@@ -134,6 +169,18 @@ pub struct AuditEvent {
     pub user_id: Option<u64>,
     pub subject: Option<String>,
     pub detail: serde_json::Value,
+}
+
+/// A filter over the audit log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuditQuery {
+    pub user_id: Option<u64>,
+    pub kind: Option<String>,
+    /// Unix time: only events at or after it.
+    pub since: Option<i64>,
+    /// Only events with a higher sequence number (for following the log).
+    pub after_seq: Option<u64>,
+    pub limit: Option<usize>,
 }
 
 /// The form in which two usernames or e-mail addresses are the same.
@@ -191,6 +238,7 @@ impl Store {
         txn.open_table(META)?;
         txn.open_table(USERNAMES)?;
         txn.open_table(EMAILS)?;
+        txn.open_table(USER_SESSIONS)?;
         txn.commit()?;
         let db = Arc::new(db);
         Ok(Store {
@@ -271,14 +319,118 @@ impl Store {
     }
 
     pub fn audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
+        self.audit_query(&AuditQuery::default())
+    }
+
+    /// Audit events oldest first, filtered; `limit` keeps the newest that match.
+    pub fn audit_query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let r = self.db.begin_read()?;
         let t = r.open_table(AUDIT)?;
         let mut out = Vec::new();
-        for row in t.iter()? {
+        let start = q.after_seq.map(|s| s + 1).unwrap_or(0);
+        for row in t.range(start..)?.rev() {
             let (_, v) = row?;
-            out.push(decode(v.value())?);
+            let ev: AuditEvent = decode(v.value())?;
+            if q.user_id.is_some() && ev.user_id != q.user_id {
+                continue;
+            }
+            if q.kind.as_deref().is_some_and(|k| ev.kind != k) {
+                continue;
+            }
+            if q.since.is_some_and(|since| ev.at < since) {
+                continue;
+            }
+            out.push(ev);
+            if q.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let r = self.db.begin_read()?;
+        let id = r
+            .open_table(USERNAMES)?
+            .get(fold(username).as_str())?
+            .map(|v| v.value());
+        match id {
+            Some(id) => self.user(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Every stored session with its token hash (never the token: it is not stored).
+    pub fn sessions(&self) -> Result<Vec<([u8; 32], SessionRecord)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(SESSIONS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let Ok(hash) = <[u8; 32]>::try_from(k.value()) else {
+                continue;
+            };
+            out.push((hash, decode(v.value())?));
         }
         Ok(out)
+    }
+
+    pub fn user_count(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(USERS)?.len()?)
+    }
+
+    pub fn session_count(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(SESSIONS)?.len()?)
+    }
+
+    /// Cross-checks the tables against each other. Returns one line per inconsistency; an
+    /// empty list means every index points at a user, and every session at a live user.
+    pub fn check(&self) -> Result<Vec<String>, StoreError> {
+        let r = self.db.begin_read()?;
+        let users = r.open_table(USERS)?;
+        let mut problems = Vec::new();
+        for row in users.iter()? {
+            let (k, v) = row?;
+            match decode::<User>(v.value()) {
+                Ok(u) if u.id != k.value() => {
+                    problems.push(format!("user row {} holds id {}", k.value(), u.id))
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("user row {}: {e}", k.value())),
+            }
+        }
+        for (table, def) in [
+            ("subjects", SUBJECTS),
+            ("usernames", USERNAMES),
+            ("emails", EMAILS),
+        ] {
+            for row in r.open_table(def)?.iter()? {
+                let (k, v) = row?;
+                if users.get(v.value())?.is_none() {
+                    problems.push(format!(
+                        "{table}: {:?} points at missing user {}",
+                        k.value(),
+                        v.value()
+                    ));
+                }
+            }
+        }
+        for row in r.open_table(SESSIONS)?.iter()? {
+            let (_, v) = row?;
+            match decode::<SessionRecord>(v.value()) {
+                Ok(s) if users.get(s.user_id)?.is_none() => {
+                    problems.push(format!("a session points at missing user {}", s.user_id))
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("a session row: {e}")),
+            }
+        }
+        Ok(problems)
     }
 
     /// Whether an assertion id is in the replay cache; the authoritative check is the insert
@@ -424,12 +576,73 @@ impl Tx<'_> {
         self.txn
             .open_table(SESSIONS)?
             .insert(&token_hash[..], encode(s).as_slice())?;
+        self.txn
+            .open_table(USER_SESSIONS)?
+            .insert(&user_session_key(s.user_id, token_hash)[..], ())?;
         Ok(())
     }
 
     pub fn delete_session(&mut self, token_hash: &[u8; 32]) -> Result<(), StoreError> {
-        self.txn.open_table(SESSIONS)?.remove(&token_hash[..])?;
+        let old = self
+            .txn
+            .open_table(SESSIONS)?
+            .remove(&token_hash[..])?
+            .map(|v| v.value().to_vec());
+        if let Some(Ok(s)) = old.map(|b| decode::<SessionRecord>(&b)) {
+            self.txn
+                .open_table(USER_SESSIONS)?
+                .remove(&user_session_key(s.user_id, token_hash)[..])?;
+        }
         Ok(())
+    }
+
+    /// End every session of a user. Returns their token hashes, for the caches.
+    pub fn delete_user_sessions(&mut self, user_id: u64) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut index = self.txn.open_table(USER_SESSIONS)?;
+        let from = user_session_key(user_id, &[0; 32]);
+        let to = user_session_key(user_id, &[0xff; 32]);
+        let keys: Vec<Vec<u8>> = index
+            .range(&from[..]..=&to[..])?
+            .filter_map(|row| row.ok())
+            .map(|(k, _)| k.value().to_vec())
+            .collect();
+        let mut sessions = self.txn.open_table(SESSIONS)?;
+        let mut hashes = Vec::new();
+        for k in keys {
+            index.remove(k.as_slice())?;
+            if let Ok(hash) = <[u8; 32]>::try_from(&k[8..]) {
+                sessions.remove(&hash[..])?;
+                hashes.push(hash);
+            }
+        }
+        Ok(hashes)
+    }
+
+    pub fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        match self.username_owner(username)? {
+            Some(id) => self.user(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Remove a user, their indexes and sessions. Returns the ended sessions' token hashes.
+    pub fn delete_user(&mut self, user: &User) -> Result<Vec<[u8; 32]>, StoreError> {
+        let hashes = self.delete_user_sessions(user.id)?;
+        self.txn.open_table(USERS)?.remove(user.id)?;
+        self.txn
+            .open_table(SUBJECTS)?
+            .remove(subject_key(&user.idp, &user.subject).as_str())?;
+        self.txn
+            .open_table(USERNAMES)?
+            .remove(fold(&user.username).as_str())?;
+        if let Some(e) = &user.email {
+            let mut emails = self.txn.open_table(EMAILS)?;
+            let owner = emails.get(fold(e).as_str())?.map(|v| v.value());
+            if owner == Some(user.id) {
+                emails.remove(fold(e).as_str())?;
+            }
+        }
+        Ok(hashes)
     }
 
     /// Persist a later `last_seen`, if the session still exists.
@@ -469,7 +682,16 @@ impl Tx<'_> {
                 .map(|(k, _)| k.value().to_vec())
                 .collect();
             for k in dead {
-                t.remove(k.as_slice())?;
+                if let Some(Ok(s)) = t
+                    .remove(k.as_slice())?
+                    .map(|v| decode::<SessionRecord>(v.value()))
+                {
+                    if let Ok(hash) = <[u8; 32]>::try_from(k.as_slice()) {
+                        self.txn
+                            .open_table(USER_SESSIONS)?
+                            .remove(&user_session_key(s.user_id, &hash)[..])?;
+                    }
+                }
                 n += 1;
             }
         }

@@ -135,6 +135,8 @@ pub struct Opts {
     /// Terminate TLS in the gateway (rustls) with a fresh self-signed certificate; the public
     /// URL is then https.
     pub tls: bool,
+    /// TOML appended to the generated config (sections the harness does not write).
+    pub extra_config: String,
 }
 
 impl Default for Opts {
@@ -147,6 +149,7 @@ impl Default for Opts {
             public_paths: vec!["/public".into()],
             sign_with_key_without_use: false,
             tls: false,
+            extra_config: String::new(),
         }
     }
 }
@@ -155,6 +158,7 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub idp_port: u16,
     pub gw_port: u16,
+    pub admin_port: u16,
     pub backend: Backend,
     idp: Child,
     gateway: Option<Child>,
@@ -203,6 +207,7 @@ impl Harness {
 
         let idp_port = free_port();
         let gw_port = free_port();
+        let admin_port = free_port();
         let idp_meta = d.join("idp-metadata.xml");
         let sp_meta = d.join("sp-metadata.xml");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp/pysaml2_idp.py");
@@ -277,15 +282,24 @@ allow_sha1 = {sha1}
 [provisioning]
 default_groups = [{groups}]
 reactivate_inactive = {react}
-sync_groups = {sync}
 contact = "the IT help desk"
+
+[groups]
+sync = "{sync}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token_file = "admin.token"
+
+{extra}
 "#,
                 public = list(&opts.public_paths),
                 be = backend.port,
                 sha1 = opts.allow_sha1,
                 groups = list(&opts.default_groups),
                 react = opts.reactivate_inactive,
-                sync = opts.sync_groups,
+                sync = if opts.sync_groups { "full" } else { "off" },
+                extra = opts.extra_config,
             ),
         )
         .expect("write config");
@@ -306,6 +320,7 @@ contact = "the IT help desk"
             dir,
             idp_port,
             gw_port,
+            admin_port,
             backend,
             idp,
             gateway: None,
