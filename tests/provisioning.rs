@@ -262,3 +262,109 @@ fn a_known_users_email_change_onto_a_taken_address_keeps_the_old_one() {
     let u = login(&s, bob, policy());
     assert_eq!(u.email.as_deref(), Some("bob@corp.test"));
 }
+
+#[test]
+fn add_only_sync_adds_idp_groups_and_never_removes_one() {
+    let (_d, s) = store();
+    let pol = policy_with("[groups]\nsync = \"add_only\"");
+    login(&s, profile(Some(&["eng"])), pol.clone());
+    let u = login(&s, profile(Some(&["qa"])), pol);
+    assert_eq!(
+        memberships(&u),
+        vec![
+            ("eng".into(), GroupSource::Idp),
+            ("everyone".into(), GroupSource::Default),
+            ("qa".into(), GroupSource::Idp)
+        ]
+    );
+}
+
+#[test]
+fn include_and_exclude_filters_take_exact_names_and_whole_name_regexes() {
+    let (_d, s) = store();
+    let pol =
+        policy_with("[groups]\ninclude = [\"eng\", \"regex:app-.*\"]\nexclude = [\"app-legacy\"]");
+    let u = login(
+        &s,
+        profile(Some(&[
+            "eng",
+            "engineering",
+            "app-wiki",
+            "app-legacy",
+            "my-app-x",
+        ])),
+        pol,
+    );
+    assert_eq!(u.group_names(), vec!["app-wiki", "eng", "everyone"]);
+}
+
+#[test]
+fn a_set_once_field_is_filled_at_creation_and_kept_after() {
+    let (_d, s) = store();
+    let pol = policy_with(
+        "[attributes]\ndisplay_name = { names = [\"displayName\"], update = \"once\" }",
+    );
+    login(&s, profile(None), pol.clone());
+    let mut p = profile(None);
+    p.display_name = Some("Alice Renamed".into());
+    p.email = Some("alice.new@corp.test".into());
+    let u = login(&s, p, pol);
+    assert_eq!(u.display_name.as_deref(), Some("Alice"), "set once");
+    assert_eq!(
+        u.email.as_deref(),
+        Some("alice.new@corp.test"),
+        "authoritative"
+    );
+}
+
+#[test]
+fn a_group_needing_approval_is_stored_pending_and_not_forwarded() {
+    let (_d, s) = store();
+    let pol = policy_with("[groups]\nrequire_approval = [\"admins\"]");
+    let u = login(&s, profile(Some(&["admins", "eng"])), pol);
+    assert!(u.groups.iter().any(|m| m.group == "admins" && m.pending));
+    assert_eq!(u.group_names(), vec!["eng", "everyone"]);
+}
+
+#[test]
+fn the_overage_claim_is_never_read_as_no_groups() {
+    let (_d, s) = store();
+    login(&s, profile(Some(&["eng"])), policy());
+    let mut p = profile(None);
+    p.groups_overage = true;
+    let u = login(&s, p, policy());
+    assert_eq!(u.group_names(), vec!["eng", "everyone"]);
+}
+
+#[test]
+fn policy_mistakes_fail_at_start_with_the_key() {
+    let bad = |extra: &str, key: &str| {
+        let text = format!(
+            "[server]\npublic_url = \"http://127.0.0.1:8080\"\n[upstream]\nurl = \"http://127.0.0.1:3000\"\n[idp]\nmetadata_file = \"idp.xml\"\n{extra}\n"
+        );
+        let e = Config::parse(std::path::Path::new("t.toml"), &text)
+            .err()
+            .unwrap_or_else(|| panic!("{extra:?} must be refused"))
+            .to_string();
+        assert!(e.contains(key), "{e} should name {key}");
+    };
+    bad("[groups]\nsync = \"sometimes\"", "groups.sync");
+    bad("[groups]\nexclude = [\"regex:(\"]", "groups.exclude");
+    bad(
+        "[identity]\nname_id_formats = [\"transient\"]",
+        "identity.name_id_formats",
+    );
+    bad(
+        "[identity]\nname_id_formats = [\"bogus\"]",
+        "identity.name_id_formats",
+    );
+    bad("[admin]\nlisten = \"0.0.0.0:9180\"", "admin.listen");
+    bad(
+        "[attributes]\nemail = { names = [\"mail\"], update = \"never\" }",
+        "attributes.email",
+    );
+    bad(
+        "[attributes.extra.dept]\nnames = [\"department\"]",
+        "attributes.extra",
+    );
+}

@@ -45,6 +45,34 @@ fn split_url(url: &str) -> (String, String) {
 
 /// Send one request with `Connection: close` and read the whole answer.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let (host, bytes) = request_bytes(method, url, headers, body);
+    raw(&host, &bytes)
+}
+
+/// `request` for a server that may die mid-way: `None` instead of a panic when the
+/// connection fails or the answer is cut short.
+pub fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Response> {
+    let (host, bytes) = request_bytes(method, url, headers, body);
+    let mut s = TcpStream::connect(&host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    s.write_all(&bytes).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    find(&buf, b"\r\n\r\n")?;
+    Some(parse_response(&buf))
+}
+
+fn request_bytes(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (String, Vec<u8>) {
     let (host, target) = split_url(url);
     assert!(
         host.starts_with("127.0.0.1:"),
@@ -60,7 +88,7 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    raw(&host, &bytes)
+    (host, bytes)
 }
 
 /// Send raw bytes and parse the answer.

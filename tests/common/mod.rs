@@ -137,6 +137,8 @@ pub struct Opts {
     pub tls: bool,
     /// TOML appended to the generated config (sections the harness does not write).
     pub extra_config: String,
+    /// Lines added to the `[groups]` section.
+    pub groups: String,
 }
 
 impl Default for Opts {
@@ -150,6 +152,7 @@ impl Default for Opts {
             sign_with_key_without_use: false,
             tls: false,
             extra_config: String::new(),
+            groups: String::new(),
         }
     }
 }
@@ -286,6 +289,7 @@ contact = "the IT help desk"
 
 [groups]
 sync = "{sync}"
+{groups_extra}
 
 [admin]
 listen = "127.0.0.1:{admin_port}"
@@ -300,6 +304,7 @@ token_file = "admin.token"
                 react = opts.reactivate_inactive,
                 sync = if opts.sync_groups { "full" } else { "off" },
                 extra = opts.extra_config,
+                groups_extra = opts.groups,
             ),
         )
         .expect("write config");
@@ -393,6 +398,48 @@ token_file = "admin.token"
             self.start_gateway();
         }
         out
+    }
+
+    /// Run `samlgate <args> --config <this harness's config>`: (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(gateway_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .expect("run samlgate");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `cli` that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.cli(args);
+        assert!(ok, "samlgate {args:?} failed:\n{out}\n{err}");
+        out
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    /// The admin token the gateway created at its first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin.token"))
+            .expect("admin token file")
+            .trim()
+            .to_string()
+    }
+
+    /// Rewrite the config file (the gateway reads it at its next start).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config_path).expect("config");
+        let edited = text.replacen(from, to, 1);
+        assert_ne!(text, edited, "config edit {from:?}");
+        std::fs::write(&self.config_path, edited).expect("write config");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -586,6 +633,22 @@ impl Browser {
             ],
             body.as_bytes(),
         )
+    }
+
+    /// `post_form` for a gateway that may be killed mid-way: `None` if no answer came.
+    pub fn post_acs_result(&mut self, form: &IdpForm) -> Option<Response> {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        ser.append_pair("SAMLResponse", &form.saml_response);
+        if let Some(r) = &form.relay_state {
+            ser.append_pair("RelayState", r);
+        }
+        let body = ser.finish();
+        let cookie = self.cookie_header("/_saml/acs");
+        let mut h = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        if let Some(c) = &cookie {
+            h.push(("Cookie", c));
+        }
+        http::try_request("POST", &form.action, &h, body.as_bytes())
     }
 
     /// POST the IdP's form to the ACS unchanged, as its auto-submit would.

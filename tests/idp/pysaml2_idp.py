@@ -22,6 +22,9 @@ HTTP API:
        name_id "alice" | name_id_format "persistent"|"email"|"transient"|"unspecified"
        attributes {name: [values]} (exact Names, xs:string values, given order)
        split_attributes [names]: one Attribute element per value
+       friendly_names {name: friendly}: FriendlyName on those Attributes
+       unique_name_id false: true appends "-<n>" (a counter) to the NameID of each response,
+              so concurrent logins are distinct new subjects
        sign_assertion true | sign_response false
        sign_alg "rsa-sha256"|"rsa-sha1"|"rsa-sha512" | digest_alg "sha256"|"sha1"|"sha512"
        status "Success" | second-level code e.g. "AuthnFailed", "RequestDenied"
@@ -73,6 +76,7 @@ TAMPERS = (None, "inject_unsigned_assertion_first", "inject_unsigned_assertion_l
            "strip_signatures", "edit_name_id", "comment_in_name_id")
 DEFAULTS = {
     "name_id": "alice", "name_id_format": "persistent", "attributes": {}, "split_attributes": [],
+    "friendly_names": {}, "unique_name_id": False,
     "sign_assertion": True, "sign_response": False, "sign_alg": "rsa-sha256", "digest_alg": "sha256",
     "status": "Success", "in_response_to": True, "session_index": None,
     "not_on_or_after_seconds": 300, "not_before_offset_seconds": -60,
@@ -99,6 +103,9 @@ def validate_settings(body):
             isinstance(v, list) and all(isinstance(x, str) for x in v) for v in s["attributes"].values()),
          "attributes (object of string lists)"),
         (isinstance(s["split_attributes"], list), "split_attributes"),
+        (isinstance(s["friendly_names"], dict) and all(isinstance(v, str) for v in s["friendly_names"].values()),
+         "friendly_names (object of strings)"),
+        (isinstance(s["unique_name_id"], bool), "unique_name_id"),
         (isinstance(s["status"], str) and s["status"], "status"),
         (all(isinstance(s[k], str) for k in ("name_id", "tamper_name_id")), "name_id/tamper_name_id"),
         (s["session_index"] is None or isinstance(s["session_index"], str), "session_index"),
@@ -209,7 +216,8 @@ class IdP:
                     av = saml.AttributeValue()
                     av.set_text(v)  # str -> xsi:type="xs:string"
                     avs.append(av)
-                attrs.append(saml.Attribute(name=name, name_format=saml.NAME_FORMAT_URI, attribute_value=avs))
+                attrs.append(saml.Attribute(name=name, name_format=saml.NAME_FORMAT_URI, attribute_value=avs,
+                                            friendly_name=s["friendly_names"].get(name)))
         # "sp" = the SP's entity id; another string = that audience; None = no AudienceRestriction.
         audience = sp if s["audience"] == "sp" else s["audience"]
         restriction = [saml.AudienceRestriction(audience=[saml.Audience(text=audience)])] if audience else []
@@ -247,7 +255,12 @@ class IdP:
         assertion = None
         if s["status"] in ("Success", samlp.STATUS_SUCCESS):
             resp.status = samlp.Status(status_code=samlp.StatusCode(value=samlp.STATUS_SUCCESS))
-            assertion = self.assertion(s, sp, acs, req_id, s["name_id"])
+            name_id = s["name_id"]
+            if s["unique_name_id"]:
+                with self.lock:
+                    self.counter = getattr(self, "counter", 0) + 1
+                    name_id = f"{name_id}-{self.counter}"
+            assertion = self.assertion(s, sp, acs, req_id, name_id)
             if s["sign_assertion"]:
                 assertion.signature = pre_signature_part(assertion.id, **sig)
             resp.assertion = [assertion]
