@@ -456,18 +456,20 @@ impl Directory {
 
     pub async fn revoke_session(&self, id: &str) -> Result<()> {
         let hash = unhex(id).ok_or_else(|| DirectoryError::NoSession(id.to_string()))?;
-        if self.store.session(&hash)?.is_none() {
-            return Err(DirectoryError::NoSession(id.to_string()));
-        }
+        let record = self
+            .store
+            .session(&hash)?
+            .ok_or_else(|| DirectoryError::NoSession(id.to_string()))?;
+        let user = self.store.user(record.user_id)?;
         let actor = self.actor;
-        let short = id[..12].to_string();
+        let short: String = id.chars().take(12).collect();
         self.store
             .write(move |tx| {
                 tx.delete_session(&hash)?;
                 tx.audit(
                     now(),
                     "session revoked",
-                    None,
+                    user.as_ref(),
                     json!({"by": actor, "session": short}),
                 )
             })
@@ -525,6 +527,7 @@ impl Directory {
             .write(move |tx| {
                 let mut report = ImportReport::default();
                 let mut changed = Vec::new();
+                let mut ended = Vec::new();
                 for mut incoming in doc.users {
                     let existing = tx.user_by_subject(&incoming.idp, &incoming.subject)?;
                     let me = existing.as_ref().map(|u| u.id);
@@ -576,11 +579,16 @@ impl Directory {
                             report.created += 1;
                         }
                     }
+                    if incoming.status != UserStatus::Active {
+                        ended.extend(tx.delete_user_sessions(incoming.id)?);
+                    }
                     changed.push(incoming);
                 }
-                Ok((report, changed))
+                Ok((report, (changed, ended)))
             })
             .await?;
+        let (changed, ended) = changed;
+        self.changed(None, &ended);
         for u in &changed {
             self.changed(Some(u), &[]);
         }
