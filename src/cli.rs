@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::directory::Directory;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -254,38 +254,51 @@ pub fn run(config_path: &Path, cmd: AdminCommand, json: bool) -> Result<(), CliE
 
 async fn execute(cfg: &Config, c: Call) -> Result<(u16, Value), CliError> {
     let addr = cfg.admin.listen;
-    if cfg.admin.enabled {
-        let connect = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await;
-        if let Ok(Ok(stream)) = connect {
-            eprintln!("samlgate: using the running gateway's admin API at http://{addr}");
+    // redb lets one process hold the file. If we can open it, no gateway runs on it, and
+    // whatever listens on the admin address is not ours: it never gets the token.
+    match Store::open(&cfg.store_path) {
+        Ok(store) => {
+            eprintln!(
+                "samlgate: no gateway holds {}; working on the store file directly",
+                cfg.store_path.display()
+            );
+            let dir = Directory::new(store.clone(), None, None, "cli (direct)");
+            let r = crate::admin::api::handle(&dir, c.method, &c.path, &c.query, &c.body).await;
+            drop(dir);
+            store.close();
+            Ok((r.status, r.body))
+        }
+        Err(StoreError::Open { message, .. }) if message.contains("another samlgate process") => {
+            if !cfg.admin.enabled {
+                return Err(CliError::Store(format!(
+                    "a running gateway holds {}, and its admin listener is off (admin.enabled = false): enable it, or stop the gateway to work on the file directly",
+                    cfg.store_path.display()
+                )));
+            }
+            let stream = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            .map_err(|_| "timed out".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| CliError::Remote {
+                addr: addr.to_string(),
+                message: format!(
+                    "a running gateway holds {}, but its admin listener does not answer ({e}); is admin.listen the same in its config?",
+                    cfg.store_path.display()
+                ),
+            })?;
+            eprintln!("samlgate: a gateway is running; using its admin API at http://{addr}");
             let token =
                 std::fs::read_to_string(&cfg.admin.token_file).map_err(|e| CliError::File {
                     path: cfg.admin.token_file.clone(),
                     message: format!("cannot read the admin token: {e}"),
                 })?;
-            return remote(stream, &addr.to_string(), token.trim(), c).await;
+            remote(stream, &addr.to_string(), token.trim(), c).await
         }
+        Err(e) => Err(CliError::Store(e.to_string())),
     }
-    let store = Store::open(&cfg.store_path).map_err(|e| {
-        CliError::Store(if cfg.admin.enabled {
-            format!("no gateway answers at {addr}, and the store cannot be opened: {e}")
-        } else {
-            format!("admin.enabled = false, and the store cannot be opened: {e}")
-        })
-    })?;
-    eprintln!(
-        "samlgate: no gateway answers at {addr}; working on the store file {} directly",
-        cfg.store_path.display()
-    );
-    let dir = Directory::new(store.clone(), None, None, "cli (direct)");
-    let r = crate::admin::api::handle(&dir, c.method, &c.path, &c.query, &c.body).await;
-    drop(dir);
-    store.close();
-    Ok((r.status, r.body))
 }
 
 async fn remote(

@@ -158,16 +158,36 @@ impl Directory {
         &self.store
     }
 
-    /// A user by id (all digits) or username (case-insensitive).
+    /// A user by `id:<n>`, `name:<username>`, or a bare id or username. A bare value that
+    /// is one user's id and another's username is refused as ambiguous: employee numbers
+    /// are common usernames, and acting on the wrong person is not recoverable.
     pub fn find(&self, user: &str) -> Result<User> {
-        if let Ok(id) = user.parse::<u64>() {
-            if let Some(u) = self.store.user(id)? {
-                return Ok(u);
-            }
+        let no = || DirectoryError::NoUser(user.to_string());
+        if let Some(id) = user.strip_prefix("id:") {
+            let id: u64 = id.parse().map_err(|_| no())?;
+            return self.store.user(id)?.ok_or_else(no);
         }
-        self.store
-            .user_by_username(user)?
-            .ok_or_else(|| DirectoryError::NoUser(user.to_string()))
+        if let Some(name) = user.strip_prefix("name:") {
+            return self.store.user_by_username(name)?.ok_or_else(no);
+        }
+        let by_name = self.store.user_by_username(user)?;
+        let by_id = match user.bytes().all(|b| b.is_ascii_digit()) && !user.is_empty() {
+            true => user
+                .parse::<u64>()
+                .ok()
+                .map(|id| self.store.user(id))
+                .transpose()?
+                .flatten(),
+            false => None,
+        };
+        match (by_id, by_name) {
+            (Some(a), Some(b)) if a.id != b.id => Err(DirectoryError::Invalid(format!(
+                "{user:?} is user id {} and the username of user id {}: say id:{user} or name:{user}",
+                a.id, b.id
+            ))),
+            (Some(u), _) | (None, Some(u)) => Ok(u),
+            (None, None) => Err(no()),
+        }
     }
 
     pub fn users(&self, f: &UserFilter) -> Result<UserPage> {

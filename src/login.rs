@@ -12,8 +12,7 @@ use base64::Engine as _;
 use rand::RngCore;
 
 use crate::config::{
-    AttributeMap, Config, FieldRule, IdentityPolicy, NAMEID_EMAIL, NAMEID_PERSISTENT,
-    NAMEID_UNSPECIFIED,
+    AttributeMap, Config, FieldRule, IdentityPolicy, NAMEID_EMAIL, NAMEID_UNSPECIFIED,
 };
 use crate::metrics::Metrics;
 use crate::provision::{self, Changes, Outcome, Profile, Refusal};
@@ -450,13 +449,14 @@ impl Logins {
                 accepted: self.identity.name_id_formats.clone(),
             });
         }
-        let subject = match &self.identity.key_attribute {
+        let (key, email_like) = match &self.identity.key_attribute {
             None => {
                 // Case folding only for identifiers that are addresses: an opaque persistent
-                // id may differ in case only, and then it is another person.
+                // id (or a Kerberos principal) may differ in case only, and then it is
+                // another person.
                 let email_like = format == NAMEID_EMAIL
-                    || (format != NAMEID_PERSISTENT && looks_like_email(&v.name_id));
-                fold_if(v.name_id.clone(), email_like)
+                    || (format == NAMEID_UNSPECIFIED && looks_like_email(&v.name_id));
+                (v.name_id.clone(), email_like)
             }
             Some(attr) => {
                 let rule = FieldRule {
@@ -468,9 +468,17 @@ impl Logins {
                 let key = value("user key (identity.key_attribute)", &rule)?
                     .ok_or_else(|| missing("user key (identity.key_attribute)", &rule))?;
                 let email_like = looks_like_email(&key);
-                fold_if(key, email_like)
+                (key, email_like)
             }
         };
+        // ASCII folding only: Unicode case rules would make the Kelvin sign K a `k`, and
+        // so one person's address another's.
+        let subject = if email_like {
+            key.to_ascii_lowercase()
+        } else {
+            key.clone()
+        };
+        let subject_as_sent = (subject != key).then_some(key);
         let username = if map.username.names.is_empty() {
             subject.clone()
         } else {
@@ -498,6 +506,7 @@ impl Logins {
         Ok(Profile {
             idp: v.idp_entity_id.clone(),
             subject,
+            subject_as_sent,
             username,
             display_name: value("display name", &map.display_name)?,
             given_name: value("given name", &map.given_name)?,
@@ -526,14 +535,6 @@ fn looks_like_email(s: &str) -> bool {
         && !s.chars().any(char::is_whitespace)
 }
 
-fn fold_if(s: String, fold: bool) -> String {
-    if fold {
-        s.to_lowercase()
-    } else {
-        s
-    }
-}
-
 /// Attributes matching the first candidate name that is present (by Name, and by
 /// FriendlyName when the rule allows it).
 fn find<'a>(attrs: &'a [SamlAttribute], rule: &FieldRule) -> Option<Vec<&'a SamlAttribute>> {
@@ -544,6 +545,20 @@ fn find<'a>(attrs: &'a [SamlAttribute], rule: &FieldRule) -> Option<Vec<&'a Saml
             .collect();
         if !hits.is_empty() {
             return Some(hits);
+        }
+    }
+    if !rule.friendly_name {
+        if let Some(a) = attrs.iter().find(|a| {
+            a.friendly_name
+                .as_ref()
+                .is_some_and(|f| rule.names.contains(f))
+        }) {
+            log::warn!(
+                "attribute {:?} has FriendlyName {:?}, which the config lists, but matching on FriendlyName is off for this field: add {:?} to its names, or set friendly_name = true",
+                a.name,
+                a.friendly_name,
+                a.name
+            );
         }
     }
     None

@@ -17,6 +17,9 @@ pub struct Profile {
     pub idp: String,
     /// The immutable user key (the NameID or `identity.key_attribute`), already normalised.
     pub subject: String,
+    /// The key as sent, when normalising changed it: users stored under it before case
+    /// folding applied are moved to `subject` rather than duplicated.
+    pub subject_as_sent: Option<String>,
     pub username: String,
     pub display_name: Option<String>,
     pub given_name: Option<String>,
@@ -100,7 +103,21 @@ pub fn provision(
     policy: &ProvisioningPolicy,
     now: i64,
 ) -> Result<Outcome, StoreError> {
-    let existing = tx.user_by_subject(&profile.idp, &profile.subject)?;
+    let mut existing = tx.user_by_subject(&profile.idp, &profile.subject)?;
+    if existing.is_none() {
+        if let Some(raw) = &profile.subject_as_sent {
+            if let Some(mut u) = tx.user_by_subject(&profile.idp, raw)? {
+                tx.rekey_subject(&mut u, &profile.subject)?;
+                tx.audit(
+                    now,
+                    "user rekeyed",
+                    Some(&u),
+                    json!({"from": raw, "to": profile.subject}),
+                )?;
+                existing = Some(u);
+            }
+        }
+    }
     if profile.groups_overage && policy.groups.refuse_on_overage {
         return refuse(tx, now, existing, &profile.subject, Refusal::GroupOverage);
     }
@@ -357,6 +374,17 @@ fn sync_groups(
             }
         }
     }
+    // A group taken off `require_approval` no longer waits, whatever the sync mode.
+    let after: BTreeSet<Membership> = after
+        .into_iter()
+        .map(|mut m| {
+            if m.pending && !gp.require_approval.contains(&m.group) {
+                m.pending = false;
+            }
+            m
+        })
+        .collect();
+    let mut after = after;
     after.extend(
         policy
             .default_groups

@@ -8,7 +8,7 @@
 //! shares one `Identity`, replaced whenever a login changes the user, so a browser that
 //! logged in earlier sees the new groups on its next request, not after its session ends.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -88,6 +88,10 @@ pub struct Sessions {
     dead: moka::sync::Cache<TokenHash, ()>,
     idle: i64,
     absolute: i64,
+    /// Bumped by every committed change told to the caches (`user_changed`, `forget`). A
+    /// reader that loaded a user from the store inserts it only if no change was told in
+    /// between; otherwise its copy may predate that change (a disable, say) and is dropped.
+    generation: AtomicU64,
 }
 
 impl Sessions {
@@ -108,6 +112,7 @@ impl Sessions {
                 .build(),
             idle: cfg.idle_timeout.as_secs() as i64,
             absolute: cfg.absolute_timeout.as_secs() as i64,
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -133,20 +138,57 @@ impl Sessions {
     }
 
     /// Put a just-committed session in the cache, so its first request needs no read.
+    ///
+    /// The login's copy of the user may already be stale: the writer commits jobs in batches
+    /// and wakes them in any order, so an admin's disable (or another login) of the same user
+    /// may have committed after it and told the caches first. So the user and the session
+    /// are read back from the store, under the generation check.
     pub fn prime(&self, hash: TokenHash, record: &SessionRecord, user: &User) {
-        self.user_changed(user);
         self.cache.insert(hash, Arc::new(live(record)));
+        self.load_identity(user.id);
+        let stored = matches!(self.store.session(&hash), Ok(Some(_)));
+        if !stored || self.dead.contains_key(&hash) {
+            self.cache.invalidate(&hash);
+        }
     }
 
     /// A committed change to `user`: every live session of theirs follows it at once, and a
     /// user who is no longer active loses all sessions.
     pub fn user_changed(&self, user: &User) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if user.status == UserStatus::Active {
             self.identities
                 .insert(user.id, Arc::new(Identity::of(user)));
         } else {
             self.identities.invalidate(&user.id);
         }
+    }
+
+    /// Read a user from the store into the identity cache, unless a change is told while
+    /// reading (then read again; after three tries leave the cache empty for the next request).
+    fn load_identity(&self, user_id: u64) -> Option<Arc<Identity>> {
+        for _ in 0..3 {
+            let seen = self.generation.load(Ordering::SeqCst);
+            let found = match self.store.user(user_id) {
+                Ok(Some(user)) if user.status == UserStatus::Active => {
+                    Some(Arc::new(Identity::of(&user)))
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    log::error!("user lookup failed, treating as logged out: {e}");
+                    None
+                }
+            };
+            match &found {
+                Some(id) => self.identities.insert(user_id, id.clone()),
+                None => self.identities.invalidate(&user_id),
+            }
+            if self.generation.load(Ordering::SeqCst) == seen {
+                return found;
+            }
+        }
+        self.identities.invalidate(&user_id);
+        None
     }
 
     /// Who is behind a cookie value, or `None` if no session or it has ended.
@@ -196,18 +238,7 @@ impl Sessions {
         if let Some(id) = self.identities.get(&user_id) {
             return Some(id);
         }
-        match self.store.user(user_id) {
-            Ok(Some(user)) if user.status == UserStatus::Active => {
-                let id = Arc::new(Identity::of(&user));
-                self.identities.insert(user_id, id.clone());
-                Some(id)
-            }
-            Ok(_) => None,
-            Err(e) => {
-                log::error!("user lookup failed, treating as logged out: {e}");
-                None
-            }
-        }
+        self.load_identity(user_id)
     }
 
     fn load(&self, hash: &TokenHash) -> Option<LiveSession> {
@@ -237,6 +268,7 @@ impl Sessions {
 
     /// Sessions ended in the store by someone else (an admin): no lookup may revive them.
     pub fn forget(&self, hashes: &[TokenHash]) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         for h in hashes {
             self.dead.insert(*h, ());
             self.cache.invalidate(h);

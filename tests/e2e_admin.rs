@@ -41,7 +41,10 @@ fn an_admin_manages_a_user_through_the_cli_and_the_gateway_follows_at_once() {
     // The CLI finds the running gateway and says so.
     let (ok, out, err) = h.cli(&["users", "list"]);
     assert!(ok, "{err}");
-    assert!(err.contains("running gateway's admin API"), "{err}");
+    assert!(
+        err.contains("a gateway is running; using its admin API"),
+        "{err}"
+    );
     assert!(
         out.contains("alice-7f3a") && out.contains("alice@corp.test"),
         "{out}"
@@ -157,7 +160,7 @@ fn with_no_gateway_running_the_cli_works_on_the_store_file_and_says_so() {
     let (ok, out, err) = h.cli(&["users", "list"]);
     assert!(ok, "{err}");
     assert!(
-        err.contains("no gateway answers") && err.contains("directly"),
+        err.contains("no gateway holds") && err.contains("directly"),
         "{err}"
     );
     assert!(out.contains("alice-7f3a"), "{out}");

@@ -368,3 +368,33 @@ fn policy_mistakes_fail_at_start_with_the_key() {
         "attributes.extra",
     );
 }
+
+#[test]
+fn a_user_stored_under_an_unfolded_address_is_moved_not_duplicated() {
+    let (_d, s) = store();
+    let mut p = profile(None);
+    p.subject = "Alice@Corp.TEST".into();
+    let before = login(&s, p, policy());
+    let mut p = profile(None);
+    p.subject = "alice@corp.test".into();
+    p.subject_as_sent = Some("Alice@Corp.TEST".into());
+    let after = login(&s, p, policy());
+    assert_eq!(after.id, before.id);
+    assert_eq!(after.subject, "alice@corp.test");
+    assert_eq!(s.users().unwrap().len(), 1);
+    assert!(s
+        .user_by_subject("https://idp.test", "Alice@Corp.TEST")
+        .unwrap()
+        .is_none());
+    assert_eq!(s.check().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn a_group_taken_off_the_approval_list_stops_waiting() {
+    let (_d, s) = store();
+    let strict = policy_with("[groups]\nsync = \"add_only\"\nrequire_approval = [\"admins\"]");
+    login(&s, profile(Some(&["admins"])), strict);
+    let relaxed = policy_with("[groups]\nsync = \"add_only\"");
+    let u = login(&s, profile(Some(&["eng"])), relaxed);
+    assert_eq!(u.group_names(), vec!["admins", "eng", "everyone"]);
+}

@@ -271,6 +271,7 @@ pub struct AdminConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
     /// Holds the bearer token; created (mode 0600) with a random token when missing.
+    /// Default: `admin.token` next to the store.
     pub token_file: PathBuf,
 }
 
@@ -873,7 +874,15 @@ impl Config {
         let admin = AdminConfig {
             enabled: ad.enabled.unwrap_or(true),
             listen: admin_listen,
-            token_file: resolve(ad.token_file.as_deref().unwrap_or("admin.token")),
+            // Next to the store by default: the state directory is writable under systemd,
+            // /etc is not.
+            token_file: match ad.token_file.as_deref() {
+                Some(p) => resolve(p),
+                None => store_path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("admin.token"),
+            },
         };
 
         // [headers]
@@ -889,6 +898,38 @@ impl Config {
         let email = header("headers.email", h.email, "X-Auth-Email")?;
         let display_name = header("headers.display_name", h.display_name, "X-Auth-Name")?;
         let groups = header("headers.groups", h.groups, "X-Auth-Groups")?;
+        let reserved = [&user, &email, &display_name, &groups];
+        let mut seen_extra: Vec<String> = Vec::new();
+        for x in &attributes.extra {
+            let n = normalise_header_name(&x.header);
+            let clash = reserved.iter().any(|r| normalise_header_name(r) == n)
+                || seen_extra.contains(&n)
+                || [
+                    "host",
+                    "cookie",
+                    "authorization",
+                    "content-length",
+                    "transfer-encoding",
+                    "connection",
+                    "upgrade",
+                    "te",
+                    "trailer",
+                    "keep-alive",
+                    "proxy-authorization",
+                    "proxy-connection",
+                    "expect",
+                ]
+                .contains(&n.as_str())
+                || n.starts_with("x-forwarded-")
+                || n == "forwarded";
+            if clash {
+                return Err(invalid(
+                    "attributes.extra",
+                    format!("`{}`: header `{}` is a built-in identity header, another extra's header, or one the proxy needs (Host, Cookie, Authorization, hop-by-hop, Forwarded)", x.key, x.header),
+                ));
+            }
+            seen_extra.push(n);
+        }
         let extra_headers: Vec<(String, String)> = attributes
             .extra
             .iter()

@@ -239,6 +239,27 @@ impl Store {
         txn.open_table(USERNAMES)?;
         txn.open_table(EMAILS)?;
         txn.open_table(USER_SESSIONS)?;
+        // Stores written before the per-user session index existed: build it once, so that
+        // ending a user's sessions reaches the old ones too.
+        if txn
+            .open_table(META)?
+            .get("user_sessions_indexed")?
+            .is_none()
+        {
+            let sessions = txn.open_table(SESSIONS)?;
+            let mut index = txn.open_table(USER_SESSIONS)?;
+            for row in sessions.iter()? {
+                let (k, v) = row?;
+                let (Ok(hash), Ok(s)) = (
+                    <[u8; 32]>::try_from(k.value()),
+                    decode::<SessionRecord>(v.value()),
+                ) else {
+                    continue;
+                };
+                index.insert(&user_session_key(s.user_id, &hash)[..], ())?;
+            }
+            txn.open_table(META)?.insert("user_sessions_indexed", 1)?;
+        }
         txn.commit()?;
         let db = Arc::new(db);
         Ok(Store {
@@ -322,30 +343,51 @@ impl Store {
         self.audit_query(&AuditQuery::default())
     }
 
-    /// Audit events oldest first, filtered; `limit` keeps the newest that match.
+    /// Audit events oldest first, filtered. With `after_seq` (following the log) the oldest
+    /// `limit` events after it; without, the newest `limit` that match.
     pub fn audit_query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let r = self.db.begin_read()?;
         let t = r.open_table(AUDIT)?;
+        let limit = q.limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
-        let start = q.after_seq.map(|s| s + 1).unwrap_or(0);
-        for row in t.range(start..)?.rev() {
-            let (_, v) = row?;
-            let ev: AuditEvent = decode(v.value())?;
-            if q.user_id.is_some() && ev.user_id != q.user_id {
-                continue;
+        if limit == 0 {
+            return Ok(out);
+        }
+        let matches = |ev: &AuditEvent| {
+            (q.user_id.is_none() || ev.user_id == q.user_id)
+                && q.kind.as_deref().is_none_or(|k| ev.kind == k)
+                && q.since.is_none_or(|since| ev.at >= since)
+        };
+        match q.after_seq {
+            Some(after) => {
+                let Some(start) = after.checked_add(1) else {
+                    return Ok(out);
+                };
+                for row in t.range(start..)? {
+                    let (_, v) = row?;
+                    let ev: AuditEvent = decode(v.value())?;
+                    if matches(&ev) {
+                        out.push(ev);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
             }
-            if q.kind.as_deref().is_some_and(|k| ev.kind != k) {
-                continue;
-            }
-            if q.since.is_some_and(|since| ev.at < since) {
-                continue;
-            }
-            out.push(ev);
-            if q.limit.is_some_and(|l| out.len() >= l) {
-                break;
+            None => {
+                for row in t.iter()?.rev() {
+                    let (_, v) = row?;
+                    let ev: AuditEvent = decode(v.value())?;
+                    if matches(&ev) {
+                        out.push(ev);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+                out.reverse();
             }
         }
-        out.reverse();
         Ok(out)
     }
 
@@ -420,14 +462,36 @@ impl Store {
                 }
             }
         }
-        for row in r.open_table(SESSIONS)?.iter()? {
-            let (_, v) = row?;
+        let index = r.open_table(USER_SESSIONS)?;
+        let sessions = r.open_table(SESSIONS)?;
+        for row in sessions.iter()? {
+            let (k, v) = row?;
             match decode::<SessionRecord>(v.value()) {
                 Ok(s) if users.get(s.user_id)?.is_none() => {
                     problems.push(format!("a session points at missing user {}", s.user_id))
                 }
-                Ok(_) => {}
+                Ok(s) => {
+                    let indexed = <[u8; 32]>::try_from(k.value())
+                        .ok()
+                        .map(|h| index.get(&user_session_key(s.user_id, &h)[..]))
+                        .transpose()?
+                        .flatten()
+                        .is_some();
+                    if !indexed {
+                        problems.push(format!(
+                            "a session of user {} is not in the index",
+                            s.user_id
+                        ));
+                    }
+                }
                 Err(e) => problems.push(format!("a session row: {e}")),
+            }
+        }
+        for row in index.iter()? {
+            let (k, _) = row?;
+            let hash = k.value().get(8..).unwrap_or_default();
+            if sessions.get(hash)?.is_none() {
+                problems.push("the session index names a missing session".into());
             }
         }
         Ok(problems)
@@ -513,6 +577,15 @@ impl Tx<'_> {
             emails.insert(fold(e).as_str(), user.id)?;
         }
         Ok(())
+    }
+
+    /// Move a user to a new subject key (the same person, identified in a new normal form).
+    pub fn rekey_subject(&mut self, user: &mut User, subject: &str) -> Result<(), StoreError> {
+        self.txn
+            .open_table(SUBJECTS)?
+            .remove(subject_key(&user.idp, &user.subject).as_str())?;
+        user.subject = subject.to_string();
+        self.put_user(user)
     }
 
     /// The user who holds this username (compared case-insensitively), if any.
