@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Browser, Harness, IdpForm, Opts, Response};
+use common::{Browser, Harness, IdpForm, Opts, Response, Rollover};
 use serde_json::json;
 
 fn user(name_id: &str) -> serde_json::Value {
@@ -379,14 +379,20 @@ fn deeply_nested_xml_is_refused_without_harming_the_gateway() {
 }
 
 #[test]
-fn s11_a_signing_key_without_use_beside_a_signing_one_is_trusted() {
-    let h = Harness::start_with(Opts {
-        sign_with_key_without_use: true,
-        ..Opts::default()
-    });
-    h.idp_next(user("alice"));
-    let (_, last) = h.browser().login(&h.url("/"));
-    assert_eq!(last.status, 200);
+fn s11_every_signing_key_in_the_metadata_is_trusted_in_any_order() {
+    for rollover in [
+        Rollover::SignerFirst,
+        Rollover::SignerLast,
+        Rollover::SignerWithoutUse,
+    ] {
+        let h = Harness::start_with(Opts {
+            rollover,
+            ..Opts::default()
+        });
+        h.idp_next(user("alice"));
+        let (_, last) = h.browser().login(&h.url("/"));
+        assert_eq!(last.status, 200, "{rollover:?}");
+    }
 }
 
 #[test]
@@ -459,4 +465,351 @@ fn s01_a_comment_inside_the_nameid_never_truncates_it() {
         "structure that is not accepted",
         "comment",
     );
+}
+
+#[test]
+fn s01_a_comment_inside_a_group_value_never_truncates_it() {
+    // admins<!--x-->-readonly must never be read as admins.
+    rejects(
+        json!({"name_id": "alice", "attributes": {"groups": ["admins-readonly"]}, "tamper": "comment_in_attribute"}),
+        "structure that is not accepted",
+        "comment",
+    );
+}
+
+#[test]
+fn s02_a_digest_planted_outside_signedinfo_does_not_cover_an_edit() {
+    rejects(
+        json!({"name_id": "alice", "sign_assertion": false, "sign_response": true,
+               "tamper": "plant_digest_in_extensions", "tamper_name_id": "admin"}),
+        "not signed by the identity provider",
+        "does not verify",
+    );
+}
+
+#[test]
+fn s03_a_second_element_with_the_signed_id_is_rejected() {
+    for (sign_assertion, sign_response) in [(true, false), (false, true)] {
+        rejects(
+            json!({"name_id": "alice", "sign_assertion": sign_assertion,
+                   "sign_response": sign_response, "tamper": "duplicate_id"}),
+            "structure that is not accepted",
+            "duplicate ID",
+        );
+    }
+}
+
+#[test]
+fn s05_a_signed_assertion_hidden_in_extensions_does_not_vouch_for_a_forged_one() {
+    let mut h = Harness::start();
+    // Bob exists with his own groups.
+    h.idp_next(
+        json!({"name_id": "bob", "attributes": {"groups": ["staff"], "displayName": ["Bob"]}}),
+    );
+    h.browser().login(&h.url("/"));
+    let idp = h.idp_entity();
+    let snapshot = move |s: &samlgate::store::Store| {
+        (
+            s.user_by_subject(&idp, "bob").unwrap().expect("bob"),
+            s.users().unwrap().len(),
+        )
+    };
+    let bob_before = h.with_store(snapshot.clone());
+    assert_eq!(bob_before.0.group_names(), ["everyone", "staff"]);
+    let seen = h.backend.count();
+
+    // Alice's genuine signed assertion moves into samlp:Extensions; an unsigned one for bob,
+    // with the groups and name the attacker wants, takes its place.
+    let (mut b, form) = answer(
+        &h,
+        json!({"name_id": "alice", "attributes": {"groups": ["admins"], "displayName": ["Mallory"]},
+               "tamper": "move_signed_into_extensions", "tamper_name_id": "bob"}),
+    );
+    let r = b.post_form(&form);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("structure that is not accepted"),
+        "{}",
+        r.text()
+    );
+    assert!(!b.jar.contains_key("samlgate_session"), "no session");
+    assert_eq!(h.backend.count(), seen, "nothing reached the backend");
+    let bob_after = h.with_store(snapshot);
+    assert_eq!(
+        format!("{bob_before:?}"),
+        format!("{bob_after:?}"),
+        "bob untouched, alice not created"
+    );
+}
+
+#[test]
+fn s07_the_signature_policy_decides_which_element_must_be_signed() {
+    // (policy, sign_assertion, sign_response, accepted)
+    let cases = [
+        ("assertion", false, true, false),
+        ("assertion", true, false, true),
+        ("response", true, false, false),
+        ("response", false, true, true),
+        ("both", true, false, false),
+        ("both", false, true, false),
+        ("both", true, true, true),
+        ("either", true, true, true),
+    ];
+    for (policy, sign_assertion, sign_response, accepted) in cases {
+        let mut h = Harness::start_with(Opts {
+            idp: format!("require_signed = \"{policy}\""),
+            ..Opts::default()
+        });
+        let (mut b, form) = answer(
+            &h,
+            json!({"name_id": "alice", "sign_assertion": sign_assertion, "sign_response": sign_response}),
+        );
+        let r = b.post_form(&form);
+        if accepted {
+            assert_eq!(
+                r.status,
+                303,
+                "{policy} {sign_assertion} {sign_response}: {}",
+                r.text()
+            );
+        } else {
+            assert_rejected(
+                &mut h,
+                &r,
+                "not signed by the identity provider",
+                &format!("require_signed = {policy}"),
+            );
+            no_users(&mut h);
+        }
+    }
+}
+
+#[test]
+fn s10_an_hmac_signature_keyed_with_the_idp_certificate_is_always_rejected() {
+    for allow_sha1 in [false, true] {
+        let mut h = Harness::start_with(Opts {
+            allow_sha1,
+            ..Opts::default()
+        });
+        let (mut b, form) = answer(&h, json!({"name_id": "admin", "tamper": "hmac_signature"}));
+        let r = b.post_form(&form);
+        assert_rejected(&mut h, &r, "algorithm that is not allowed", "hmac-sha256");
+        no_users(&mut h);
+    }
+}
+
+#[test]
+fn s12_a_certificate_inside_the_message_is_not_trusted() {
+    for (sign_assertion, sign_response) in [(true, false), (false, true), (true, true)] {
+        rejects(
+            json!({"name_id": "admin", "sign_with": "attacker",
+                   "sign_assertion": sign_assertion, "sign_response": sign_response}),
+            "not signed by the identity provider",
+            "does not verify",
+        );
+    }
+}
+
+#[test]
+fn s15_timestamps_with_fractions_or_offsets_are_accepted() {
+    for format in ["millis", "7digits", "offset"] {
+        let h = Harness::start();
+        h.idp_next(json!({"name_id": "alice", "time_format": format}));
+        let (_, last) = h.browser().login(&h.url("/"));
+        assert_eq!(last.status, 200, "{format}");
+    }
+}
+
+/// The SAMLResponse form field as XML, and back.
+fn decode(field: &str) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(field)
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+fn encode(xml: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(xml)
+}
+
+#[test]
+fn s19_a_signed_assertion_rewrapped_in_a_new_response_is_a_replay() {
+    let mut h = Harness::start();
+    h.idp_next(user("alice"));
+    let mut first = h.browser();
+    let (_, form) = first.visit_to_idp(&h.url("/"));
+    assert_eq!(first.post_form(&form).status, 303);
+
+    // A new Response around the same signed Assertion (only the Assertion is signed, so the
+    // envelope may be rebuilt at will).
+    let xml = decode(&form.saml_response);
+    let at = xml.find("<samlp:Response").unwrap();
+    let id_at = xml[at..].find(" ID=\"").unwrap() + at + 5;
+    let old_id = &xml[id_at..id_at + xml[id_at..].find('"').unwrap()];
+    let rewrapped = xml.replacen(old_id, "id-rewrapped-0001", 1);
+    assert_ne!(rewrapped, xml);
+    let mut attacker = h.browser();
+    let r = attacker.post_acs(
+        &form.action,
+        Some(&encode(&rewrapped)),
+        form.relay_state.as_deref(),
+    );
+    assert_rejected(&mut h, &r, "already used", "already used");
+}
+
+#[test]
+fn s21_an_assertion_from_another_issuer_is_rejected() {
+    rejects(
+        json!({"name_id": "alice", "assertion_issuer": "http://127.0.0.1:9/other-idp"}),
+        "unknown identity provider",
+        "http://127.0.0.1:9/other-idp",
+    );
+}
+
+#[test]
+fn s22_destination_and_recipient_must_be_our_acs() {
+    for (settings, names) in [
+        (
+            json!({"name_id": "alice", "destination": "http://127.0.0.1:9/_saml/acs"}),
+            "Destination",
+        ),
+        (
+            json!({"name_id": "alice", "recipient": "http://127.0.0.1:9/_saml/acs"}),
+            "Recipient",
+        ),
+    ] {
+        let mut h = Harness::start();
+        let (mut b, form) = answer(&h, settings);
+        let r = b.post_form(&form);
+        assert_rejected(
+            &mut h,
+            &r,
+            "meant for another service",
+            "http://127.0.0.1:9/_saml/acs",
+        );
+        let log = h.gateway_log();
+        assert!(log.contains(names), "{names} named: {log}");
+        assert!(log.contains(&h.url("/_saml/acs")), "our ACS named: {log}");
+        no_users(&mut h);
+    }
+}
+
+#[test]
+fn s22_behind_a_tls_terminator_the_public_acs_url_is_what_counts() {
+    // The gateway listens on plain http; the world reaches it as https://127.0.0.1:8443.
+    let public = "https://127.0.0.1:8443";
+    let mut h = Harness::start_with(Opts {
+        public_url: Some(public.into()),
+        ..Opts::default()
+    });
+    h.idp_next(user("alice"));
+    let mut b = h.browser();
+    let (_, form) = b.visit_to_idp(&h.url("/deep"));
+    assert_eq!(form.action, format!("{public}/_saml/acs"));
+    // The terminator forwards the POST to the plain listener.
+    let r = b.post_acs(
+        &h.url("/_saml/acs"),
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location").unwrap(), format!("{public}/deep"));
+
+    // An answer addressed to the listener's own http address is not for the public ACS.
+    h.idp_next(json!({"name_id": "bob", "destination": h.url("/_saml/acs")}));
+    let mut b = h.browser();
+    let (_, form) = b.visit_to_idp(&h.url("/"));
+    let seen = h.backend.count();
+    let r = b.post_acs(
+        &h.url("/_saml/acs"),
+        Some(&form.saml_response),
+        form.relay_state.as_deref(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(h.backend.count(), seen);
+    let log = h.gateway_log();
+    assert!(
+        log.contains("Destination") && log.contains(&format!("{public}/_saml/acs")),
+        "{log}"
+    );
+    let bob = h.with_store(|s| {
+        s.user_by_subject(&s.users().unwrap()[0].idp, "bob")
+            .unwrap()
+    });
+    assert!(bob.is_none(), "bob was not created");
+}
+
+#[test]
+fn s23_forwarded_headers_from_an_untrusted_peer_change_no_url() {
+    let h = Harness::start();
+    h.idp_next(user("alice"));
+    let spoof = [
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "evil.test"),
+        ("X-Forwarded-Port", "80"),
+        ("Forwarded", "host=evil.test;proto=http"),
+        ("Accept", "text/html"),
+    ];
+    let mut b = h.browser();
+    let r = b.send("GET", &h.url("/deep"), &spoof, b"");
+    assert_eq!(r.status, 302);
+    let location = r.header("location").unwrap();
+    assert!(location.starts_with(&h.idp_url("/sso?")), "{location}");
+    // The AuthnRequest names our configured ACS.
+    let query = location.split_once('?').unwrap().1;
+    let request = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "SAMLRequest")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let deflated = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(request)
+            .unwrap()
+    };
+    let mut xml = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::DeflateDecoder::new(&deflated[..]),
+        &mut xml,
+    )
+    .unwrap();
+    assert!(
+        xml.contains(&format!(
+            "AssertionConsumerServiceURL=\"{}\"",
+            h.url("/_saml/acs")
+        )),
+        "{xml}"
+    );
+    assert!(!xml.contains("evil.test"), "{xml}");
+
+    // The IdP's answer, posted with the same headers, is checked against the configured ACS
+    // and sends the browser back to the gateway's own URL.
+    let page = b.get(&location);
+    let html = page.text();
+    let field = |name: &str| {
+        let key = format!("name=\"{name}\" value=\"");
+        let start = html.find(&key).unwrap() + key.len();
+        html[start..start + html[start..].find('"').unwrap()]
+            .replace("&#x27;", "'")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&")
+    };
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    ser.append_pair("SAMLResponse", &field("SAMLResponse"));
+    ser.append_pair("RelayState", &field("RelayState"));
+    let mut headers = spoof.to_vec();
+    headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+    let r = b.send(
+        "POST",
+        &h.url("/_saml/acs"),
+        &headers,
+        ser.finish().as_bytes(),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location").unwrap(), h.url("/deep"));
+    for c in r.all("set-cookie") {
+        assert!(!c.contains("evil.test"), "{c}");
+    }
 }

@@ -110,6 +110,17 @@ pub struct IdpConfig {
     pub allow_sha1: bool,
     pub clock_skew: Duration,
     pub max_issue_delay: Duration,
+    /// Which element a valid signature must cover. Never "none".
+    pub require_signed: SignedElement,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedElement {
+    /// The Response or the Assertion (each covers the assertion we read).
+    Either,
+    Assertion,
+    Response,
+    Both,
 }
 
 /// How a stored field follows the IdP.
@@ -590,7 +601,20 @@ impl Config {
                 format!("{issue_delay} is not between 10 and 3600"),
             ));
         }
+        let require_signed = match raw.idp.require_signed.as_deref().unwrap_or("either") {
+            "either" => SignedElement::Either,
+            "assertion" => SignedElement::Assertion,
+            "response" => SignedElement::Response,
+            "both" => SignedElement::Both,
+            other => {
+                return Err(invalid(
+                    "idp.require_signed",
+                    format!("`{other}` is not one of either, assertion, response, both (an unsigned answer is never accepted)"),
+                ))
+            }
+        };
         let idp = IdpConfig {
+            require_signed,
             metadata_file,
             allowed_algorithms,
             allow_sha1,
@@ -1103,6 +1127,32 @@ metadata_file = "idp.xml"
         assert!(!c.idp.allow_sha1);
         assert!(!c.idp.allowed_algorithms.iter().any(|a| a.contains("sha1")));
         assert_eq!(c.upstream.address, "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn no_setting_allows_an_unsigned_answer_or_an_hmac_signature() {
+        assert_eq!(
+            Config::parse(Path::new("x.toml"), MINIMAL)
+                .unwrap()
+                .idp
+                .require_signed,
+            SignedElement::Either
+        );
+        for (key, value, says) in [
+            ("require_signed", "\"none\"", "never accepted"),
+            ("require_signed", "\"\"", "never accepted"),
+            (
+                "allowed_signature_algorithms",
+                "[\"hmac-sha256\"]",
+                "unknown algorithm",
+            ),
+        ] {
+            let text = MINIMAL.replace("[idp]", &format!("[idp]\n{key} = {value}"));
+            let e = Config::parse(Path::new("x.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("idp.{key}")) && e.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub struct RawIdp {
     pub allow_sha1: Option<bool>,
     pub clock_skew_seconds: Option<u64>,
     pub max_issue_delay_seconds: Option<u64>,
+    pub require_signed: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

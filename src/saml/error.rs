@@ -25,7 +25,7 @@ pub enum SamlError {
     AssertionCount(usize),
     #[error("the Assertion is not a direct child of the Response")]
     AssertionMisplaced,
-    #[error("two elements carry the same ID `{0}`")]
+    #[error("duplicate ID `{0}`: two elements carry it (a signature wrapping attempt)")]
     DuplicateId(String),
     #[error("the message contains an XML comment or processing instruction inside the Assertion")]
     CommentInAssertion,
@@ -33,6 +33,11 @@ pub enum SamlError {
     SignatureMisplaced,
     #[error("neither the Response nor the Assertion is signed")]
     NotSigned,
+    #[error("idp.require_signed = {required}, but {found}")]
+    SignaturePolicy {
+        required: &'static str,
+        found: &'static str,
+    },
     #[error("algorithm {0} is not allowed; the IdP should sign with RSA-SHA256 (or set idp.allow_sha1 = true to accept SHA-1, not recommended)")]
     WeakAlgorithm(String),
     #[error("algorithm {0} is not in idp.allowed_signature_algorithms")]
@@ -76,7 +81,7 @@ impl SamlError {
             | NotAResponse(_) => "The sign-in answer could not be read.",
             AssertionCount(_) | AssertionMisplaced | DuplicateId(_) | CommentInAssertion
             | SignatureMisplaced => "The sign-in answer has a structure that is not accepted.",
-            NotSigned | BadSignature => {
+            NotSigned | BadSignature | SignaturePolicy { .. } => {
                 "The sign-in answer is not signed by the identity provider."
             }
             WeakAlgorithm(_) | AlgorithmNotAllowed(_) => {

@@ -48,6 +48,7 @@ pub struct ServiceProvider {
     pub acs_url: String,
     pub entity_id: String,
     allowed_algorithms: Vec<String>,
+    require_signed: crate::config::SignedElement,
     clock_skew: chrono::Duration,
     max_issue_delay: chrono::Duration,
 }
@@ -139,6 +140,7 @@ impl ServiceProvider {
             acs_url: cfg.sp.acs_url.clone(),
             entity_id: cfg.sp.entity_id.clone(),
             allowed_algorithms: cfg.idp.allowed_algorithms.clone(),
+            require_signed: cfg.idp.require_signed,
             clock_skew: skew,
             max_issue_delay: chrono::Duration::seconds(cfg.idp.max_issue_delay.as_secs() as i64),
         })

@@ -185,7 +185,7 @@ impl ServiceProvider {
         }
 
         // Signatures: only on the Response or the Assertion, only allowed algorithms.
-        let mut signed = false;
+        let (mut response_signed, mut assertion_signed) = (false, false);
         let mut weak = false;
         for sig in doc
             .descendants()
@@ -210,10 +210,30 @@ impl ServiceProvider {
                 }
                 weak |= is_sha1;
             }
-            signed = true;
+            if parent == Some(root) {
+                response_signed = true;
+            } else {
+                assertion_signed = true;
+            }
         }
-        if !signed {
-            return Err(SamlError::NotSigned);
+        // Every signature present must verify (samael checks each one), so what is present
+        // here is what will have been verified.
+        use crate::config::SignedElement as E;
+        let found = match (response_signed, assertion_signed) {
+            (false, false) => return Err(SamlError::NotSigned),
+            (true, false) => "only the Response is signed",
+            (false, true) => "only the Assertion is signed",
+            (true, true) => "both are signed",
+        };
+        let required = match self.require_signed {
+            E::Either => None,
+            E::Assertion if !assertion_signed => Some("assertion"),
+            E::Response if !response_signed => Some("response"),
+            E::Both if !(assertion_signed && response_signed) => Some("both"),
+            _ => None,
+        };
+        if let Some(required) = required {
+            return Err(SamlError::SignaturePolicy { required, found });
         }
 
         // Response-level fields that samael does not check when only the Assertion is signed.

@@ -121,6 +121,19 @@ impl Backend {
     }
 }
 
+/// Key rollover (S11): the IdP metadata lists K1 and K2 and the IdP signs with K2.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Rollover {
+    /// One key, K1.
+    None,
+    /// Metadata lists K2 (the signer) first, then K1.
+    SignerFirst,
+    /// Metadata lists K1 first, then K2 (the signer).
+    SignerLast,
+    /// As `SignerFirst`, and K2's KeyDescriptor has no `use` while K1's says "signing".
+    SignerWithoutUse,
+}
+
 /// Gateway settings a test may change.
 #[derive(Clone)]
 pub struct Opts {
@@ -129,9 +142,8 @@ pub struct Opts {
     pub sync_groups: bool,
     pub allow_sha1: bool,
     pub public_paths: Vec<String>,
-    /// Key rollover: the IdP signs with a second key whose KeyDescriptor has no `use`,
-    /// listed beside the first key (`use="signing"`).
-    pub sign_with_key_without_use: bool,
+    /// Key rollover: which of two keys in the IdP metadata signs.
+    pub rollover: Rollover,
     /// Terminate TLS in the gateway (rustls) with a fresh self-signed certificate; the public
     /// URL is then https.
     pub tls: bool,
@@ -139,6 +151,10 @@ pub struct Opts {
     pub extra_config: String,
     /// Lines added to the `[groups]` section.
     pub groups: String,
+    /// Lines added to the `[idp]` section.
+    pub idp: String,
+    /// The public URL when it is not the gateway's own address (a TLS terminator in front).
+    pub public_url: Option<String>,
 }
 
 impl Default for Opts {
@@ -149,10 +165,12 @@ impl Default for Opts {
             sync_groups: true,
             allow_sha1: false,
             public_paths: vec!["/public".into()],
-            sign_with_key_without_use: false,
+            rollover: Rollover::None,
             tls: false,
             extra_config: String::new(),
             groups: String::new(),
+            idp: String::new(),
+            public_url: None,
         }
     }
 }
@@ -201,7 +219,7 @@ impl Harness {
         };
         let (key, cert) = keypair("idp-k1");
         // With rollover, K2 signs and K1 is the extra (older) key in the metadata.
-        let (key, cert, extra) = if opts.sign_with_key_without_use {
+        let (key, cert, extra) = if opts.rollover != Rollover::None {
             let (k2, c2) = keypair("idp-k2");
             (k2, c2, Some(cert))
         } else {
@@ -230,6 +248,7 @@ impl Harness {
                     .iter()
                     .flat_map(|c| [std::ffi::OsStr::new("--extra-cert"), c.as_os_str()]),
             )
+            .args((opts.rollover == Rollover::SignerLast).then_some("--signer-last"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -239,7 +258,7 @@ impl Harness {
             .read_line(&mut line)
             .expect("IdP stdout");
         assert_eq!(line.trim(), "READY", "the pysaml2 IdP did not start");
-        if opts.sign_with_key_without_use {
+        if opts.rollover == Rollover::SignerWithoutUse {
             // The signing key (listed first) loses its `use`; the other keeps use="signing".
             let meta = std::fs::read_to_string(&idp_meta).expect("IdP metadata");
             let edited = meta.replacen("KeyDescriptor use=\"signing\"", "KeyDescriptor", 1);
@@ -268,7 +287,7 @@ impl Harness {
             format!(
                 r#"[server]
 listen = "127.0.0.1:{gw_port}"
-public_url = "{scheme}://127.0.0.1:{gw_port}"
+public_url = "{public_url}"
 {tls_lines}public_paths = [{public}]
 grace_period_seconds = 1
 
@@ -281,6 +300,7 @@ path = "samlgate.redb"
 [idp]
 metadata_file = "idp-metadata.xml"
 allow_sha1 = {sha1}
+{idp_extra}
 
 [provisioning]
 default_groups = [{groups}]
@@ -305,6 +325,11 @@ token_file = "admin.token"
                 sync = if opts.sync_groups { "full" } else { "off" },
                 extra = opts.extra_config,
                 groups_extra = opts.groups,
+                idp_extra = opts.idp,
+                public_url = opts
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("{scheme}://127.0.0.1:{gw_port}")),
             ),
         )
         .expect("write config");

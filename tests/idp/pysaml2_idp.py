@@ -8,7 +8,8 @@ Usage:
 Entity id http://127.0.0.1:P/idp, SSO http://127.0.0.1:P/sso (Redirect; POST also
 accepted), SLO http://127.0.0.1:P/slo (Redirect). IdP metadata is written to
 --metadata-out before listening; then exactly one line "READY" goes to stdout.
-Each --extra-cert adds another signing KeyDescriptor (key rollover tests).
+Each --extra-cert adds another signing KeyDescriptor (key rollover tests), after the signing
+key's own, or before it with --signer-last.
 The SP metadata is re-read on every request (it may appear after start-up).
 Binds 127.0.0.1 only; request logs go to stderr.
 
@@ -35,7 +36,24 @@ HTTP API:
               | "strip_signatures" | "edit_name_id"   (applied after signing)
               | "comment_in_name_id": put <!--x--> after the first `.` of the NameID text
                 (exclusive c14n drops comments, so the signature still verifies)
+              | "comment_in_attribute": put <!--x--> before the first `-` of the first
+                AttributeValue that has one (same c14n effect as above)
+              | "plant_digest_in_extensions": (sign_response) edit the NameID, sign the edited
+                Response on the side and plant that recomputed DigestValue in a samlp:Extensions;
+                the real SignedInfo and SignatureValue are untouched
+              | "duplicate_id": a samlp:Extensions child carries the signed element's ID
+              | "move_signed_into_extensions": the signed Assertion goes into samlp:Extensions
+                and a forged unsigned Assertion for tamper_name_id takes its place
+              | "hmac_signature": the Assertion is signed with HMAC-SHA256 (xmlsec1) keyed with
+                the IdP certificate's DER bytes, instead of with the RSA key
        tamper_name_id "admin"  (NameID of the injected assertion / edited NameID)
+       sign_with "idp" | "attacker": an RSA key listed nowhere (made at start), whose own
+              certificate goes into ds:KeyInfo
+       assertion_issuer null | str (Assertion Issuer; null = this IdP's entity id)
+       destination "acs" | str | null (Response Destination; null = omitted)
+       recipient "acs" | str (SubjectConfirmationData Recipient)
+       time_format "seconds" | "millis" | "7digits" | "offset" (every timestamp: 12:00:00Z,
+              12:00:00.123Z, 12:00:00.1234567Z, 12:00:00+00:00)
        issue_instant_offset_seconds 0 (Assertion IssueInstant = now + offset)
        audience "sp" (the SP entity id) | another string | null (no AudienceRestriction)
        session_not_on_or_after_seconds null | N (AuthnStatement SessionNotOnOrAfter = now + N)
@@ -50,6 +68,8 @@ import html
 import json
 import os
 import re
+import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -73,7 +93,10 @@ NAMEID_FORMATS = {"persistent": saml.NAMEID_FORMAT_PERSISTENT, "email": saml.NAM
 SIGN_ALGS = {"rsa-sha1": ds.SIG_RSA_SHA1, "rsa-sha256": ds.SIG_RSA_SHA256, "rsa-sha512": ds.SIG_RSA_SHA512}
 DIGEST_ALGS = {"sha1": ds.DIGEST_SHA1, "sha256": ds.DIGEST_SHA256, "sha512": ds.DIGEST_SHA512}
 TAMPERS = (None, "inject_unsigned_assertion_first", "inject_unsigned_assertion_last",
-           "strip_signatures", "edit_name_id", "comment_in_name_id")
+           "strip_signatures", "edit_name_id", "comment_in_name_id", "comment_in_attribute",
+           "plant_digest_in_extensions", "duplicate_id", "move_signed_into_extensions", "hmac_signature")
+TIME_FORMATS = ("seconds", "millis", "7digits", "offset")
+HMAC_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#hmac-sha256"
 DEFAULTS = {
     "name_id": "alice", "name_id_format": "persistent", "attributes": {}, "split_attributes": [],
     "friendly_names": {}, "unique_name_id": False,
@@ -82,6 +105,8 @@ DEFAULTS = {
     "not_on_or_after_seconds": 300, "not_before_offset_seconds": -60,
     "tamper": None, "tamper_name_id": "admin",
     "issue_instant_offset_seconds": 0, "audience": "sp", "session_not_on_or_after_seconds": None,
+    "sign_with": "idp", "assertion_issuer": None, "destination": "acs", "recipient": "acs",
+    "time_format": "seconds",
 }
 
 
@@ -99,6 +124,11 @@ def validate_settings(body):
         (s["sign_alg"] in SIGN_ALGS, "sign_alg"),
         (s["digest_alg"] in DIGEST_ALGS, "digest_alg"),
         (s["tamper"] in TAMPERS, "tamper"),
+        (s["sign_with"] in ("idp", "attacker"), "sign_with"),
+        (s["time_format"] in TIME_FORMATS, "time_format"),
+        (s["assertion_issuer"] is None or isinstance(s["assertion_issuer"], str), "assertion_issuer"),
+        (s["destination"] is None or isinstance(s["destination"], str), "destination"),
+        (isinstance(s["recipient"], str), "recipient"),
         (isinstance(s["attributes"], dict) and all(
             isinstance(v, list) and all(isinstance(x, str) for x in v) for v in s["attributes"].values()),
          "attributes (object of string lists)"),
@@ -134,8 +164,27 @@ def pem_body(path):
     return "".join(m.group(1).split())
 
 
-def utc(ts):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+def utc(ts, fmt="seconds"):
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+    frac = ts - int(ts)
+    return base + {"seconds": "Z", "millis": f".{int(frac * 1000):03d}Z",
+                   "7digits": f".{int(frac * 10_000_000):07d}Z", "offset": "+00:00"}[fmt]
+
+
+def edit_name_id(xml, s):
+    xml, n = re.subn(r"(<(?:\w+:)?NameID\b[^>]*>)[^<]*(</(?:\w+:)?NameID>)",
+                     lambda m: m.group(1) + html.escape(s["tamper_name_id"]) + m.group(2), xml, count=1)
+    if not n:
+        raise BadRequest("edit_name_id: no NameID in response (status not Success?)")
+    return xml
+
+
+def add_extensions(xml, inner):
+    """Put `inner` in a samlp:Extensions, where the schema has it: just before samlp:Status."""
+    m = re.search(r"<(\w+:)?Status[\s>]", xml)
+    if not m:
+        raise BadRequest("no Status element")
+    return xml[:m.start()] + f'<samlp:Extensions xmlns:samlp="{samlp.NAMESPACE}">{inner}</samlp:Extensions>' + xml[m.start():]
 
 
 def key_descriptor(b64):
@@ -176,7 +225,8 @@ class IdP:
         return Server(config=conf)
 
     def write_metadata(self):
-        certs = [self.cert_b64] + [pem_body(c) for c in self.args.extra_cert]
+        extra = [pem_body(c) for c in self.args.extra_cert]
+        certs = extra + [self.cert_b64] if self.args.signer_last else [self.cert_b64] + extra
         idpsso = md.IDPSSODescriptor(
             protocol_support_enumeration=samlp.NAMESPACE, want_authn_requests_signed="false",
             key_descriptor=[key_descriptor(c) for c in certs],
@@ -206,7 +256,9 @@ class IdP:
     # ---- response building -------------------------------------------------
     def assertion(self, s, sp, acs, req_id, name_id):
         now = time.time()
-        nooa = utc(now + s["not_on_or_after_seconds"])
+        fmt = s["time_format"]
+        utc_ = lambda ts: utc(ts, fmt)
+        nooa = utc_(now + s["not_on_or_after_seconds"])
         attrs = []
         for name, values in s["attributes"].items():
             groups = [[v] for v in values] if name in s["split_attributes"] else [values]
@@ -223,20 +275,20 @@ class IdP:
         restriction = [saml.AudienceRestriction(audience=[saml.Audience(text=audience)])] if audience else []
         sn = s["session_not_on_or_after_seconds"]
         return saml.Assertion(
-            id=sid(), version="2.0", issue_instant=utc(now + s["issue_instant_offset_seconds"]),
-            issuer=saml.Issuer(text=self.entity_id, format=saml.NAMEID_FORMAT_ENTITY),
+            id=sid(), version="2.0", issue_instant=utc_(now + s["issue_instant_offset_seconds"]),
+            issuer=saml.Issuer(text=s["assertion_issuer"] or self.entity_id, format=saml.NAMEID_FORMAT_ENTITY),
             subject=saml.Subject(
                 name_id=saml.NameID(format=NAMEID_FORMATS[s["name_id_format"]], text=name_id),
                 subject_confirmation=[saml.SubjectConfirmation(
                     method=saml.SCM_BEARER,
                     subject_confirmation_data=saml.SubjectConfirmationData(
-                        recipient=acs, not_on_or_after=nooa, in_response_to=req_id))]),
+                        recipient=acs if s["recipient"] == "acs" else s["recipient"], not_on_or_after=nooa, in_response_to=req_id))]),
             conditions=saml.Conditions(
-                not_before=utc(now + s["not_before_offset_seconds"]), not_on_or_after=nooa,
+                not_before=utc_(now + s["not_before_offset_seconds"]), not_on_or_after=nooa,
                 audience_restriction=restriction),
             authn_statement=[saml.AuthnStatement(
-                authn_instant=utc(now), session_index=s["session_index"],
-                session_not_on_or_after=utc(now + sn) if sn is not None else None,
+                authn_instant=utc_(now), session_index=s["session_index"],
+                session_not_on_or_after=utc_(now + sn) if sn is not None else None,
                 authn_context=saml.AuthnContext(authn_context_class_ref=saml.AuthnContextClassRef(
                     text=saml.AUTHN_PASSWORD_PROTECTED)))],
             attribute_statement=[saml.AttributeStatement(attribute=attrs)] if attrs else [])
@@ -247,10 +299,14 @@ class IdP:
             s = dict(self.settings)
         if not s["in_response_to"]:
             req_id = None
-        sig = dict(public_key=self.cert_b64, sign_alg=SIGN_ALGS[s["sign_alg"]],
+        key_file, cert_b64 = (self.args.key, self.cert_b64) if s["sign_with"] == "idp" else self.attacker()
+        hmac = s["tamper"] == "hmac_signature"
+        sig = dict(public_key=None if hmac else cert_b64,
+                   sign_alg=HMAC_SHA256 if hmac else SIGN_ALGS[s["sign_alg"]],
                    digest_alg=DIGEST_ALGS[s["digest_alg"]])
         resp = samlp.Response(
-            id=sid(), version="2.0", issue_instant=utc(time.time()), destination=acs, in_response_to=req_id,
+            id=sid(), version="2.0", issue_instant=utc(time.time(), s["time_format"]),
+            destination=acs if s["destination"] == "acs" else s["destination"], in_response_to=req_id,
             issuer=saml.Issuer(text=self.entity_id, format=saml.NAMEID_FORMAT_ENTITY))
         assertion = None
         if s["status"] in ("Success", samlp.STATUS_SUCCESS):
@@ -270,12 +326,34 @@ class IdP:
                 value=samlp.STATUS_RESPONDER, status_code=samlp.StatusCode(value=code)))
         if s["sign_response"]:
             resp.signature = pre_signature_part(resp.id, **sig)
-        xml = resp.to_string(PREFIXES).decode("utf-8")
-        # Inner element first, so the Response signature covers the signed assertion.
-        if assertion is not None and s["sign_assertion"]:
-            xml = srv.sec.sign_statement(xml, class_name(assertion), node_id=assertion.id)
-        if s["sign_response"]:
-            xml = srv.sec.sign_statement(xml, class_name(resp), node_id=resp.id)
+        unsigned = resp.to_string(PREFIXES).decode("utf-8")
+
+        def sign(xml):
+            # Inner element first, so the Response signature covers the signed assertion.
+            if assertion is not None and s["sign_assertion"]:
+                if hmac:
+                    xml = self.hmac_sign(xml, "urn:oasis:names:tc:SAML:2.0:assertion:Assertion")
+                else:
+                    xml = srv.sec.sign_statement(xml, class_name(assertion), key_file=key_file,
+                                                 node_id=assertion.id)
+            if s["sign_response"]:
+                xml = srv.sec.sign_statement(xml, class_name(resp), key_file=key_file, node_id=resp.id)
+            return xml
+
+        xml = sign(unsigned)
+        if s["tamper"] == "plant_digest_in_extensions":
+            if not s["sign_response"]:
+                raise BadRequest("plant_digest_in_extensions needs sign_response")
+            # What an attacker can compute: the digest of the edited Response (signed on the side
+            # only to get libxmlsec1's canonical digest of it).
+            digest = re.findall(r"<(?:\w+:)?DigestValue>([^<]*)<", sign(edit_name_id(unsigned, s)))[-1]
+            xml = edit_name_id(xml, s)
+            xml = add_extensions(xml, f'<ds:Reference xmlns:ds="{ds.NAMESPACE}" URI="#{resp.id}">'
+                                      f'<ds:DigestValue>{digest}</ds:DigestValue></ds:Reference>')
+            return xml
+        if s["tamper"] == "duplicate_id":
+            signed_id = assertion.id if s["sign_assertion"] else resp.id
+            return add_extensions(xml, f'<x:Decoy xmlns:x="urn:test:decoy" ID="{signed_id}"/>')
         return self.tamper(xml, s, sp, acs, req_id)
 
     def tamper(self, xml, s, sp, acs, req_id):
@@ -297,12 +375,49 @@ class IdP:
                              lambda m: m.group(1) + m.group(2) + "<!--x-->" + m.group(3), xml, count=1)
             if not n:
                 raise BadRequest("comment_in_name_id: the NameID needs a '.'")
-        elif t == "edit_name_id":
-            xml, n = re.subn(r"(<(?:\w+:)?NameID\b[^>]*>)[^<]*(</(?:\w+:)?NameID>)",
-                             lambda m: m.group(1) + html.escape(s["tamper_name_id"]) + m.group(2), xml, count=1)
+        elif t == "comment_in_attribute":
+            xml, n = re.subn(r"(<(?:\w+:)?AttributeValue\b[^>]*>)([^<-]*)(-[^<]*</(?:\w+:)?AttributeValue>)",
+                             lambda m: m.group(1) + m.group(2) + "<!--x-->" + m.group(3), xml, count=1)
             if not n:
-                raise BadRequest("edit_name_id: no NameID in response (status not Success?)")
+                raise BadRequest("comment_in_attribute: no AttributeValue with a '-'")
+        elif t == "edit_name_id":
+            xml = edit_name_id(xml, s)
+        elif t == "move_signed_into_extensions":
+            m = re.search(r"<(\w+:)?Assertion[\s>].*</(\w+:)?Assertion>", xml, flags=re.S)
+            if not m:
+                raise BadRequest("move_signed_into_extensions: no Assertion")
+            forged = self.assertion(s, sp, acs, req_id, s["tamper_name_id"]).to_string(PREFIXES)
+            forged = re.sub(r"^\s*<\?xml[^>]*\?>\s*", "", forged.decode("utf-8"))
+            xml = xml[:m.start()] + forged + xml[m.end():]
+            xml = add_extensions(xml, m.group(0))
         return xml
+
+    def attacker(self):
+        """(key file, certificate base64) of a key listed in no metadata; made once."""
+        with self.lock:
+            if not hasattr(self, "attacker_pair"):
+                d = tempfile.mkdtemp(prefix="attacker-")
+                key, cert = os.path.join(d, "kx-key.pem"), os.path.join(d, "kx-cert.pem")
+                subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                "-subj", "/CN=attacker", "-keyout", key, "-out", cert],
+                               check=True, capture_output=True)
+                self.attacker_pair = (key, pem_body(cert))
+            return self.attacker_pair
+
+    def hmac_sign(self, xml, node):
+        """Sign `node` with HMAC-SHA256 keyed with the IdP certificate's DER bytes (xmlsec1)."""
+        der = base64.b64decode(self.cert_b64)
+        with tempfile.TemporaryDirectory() as d:
+            key, src = os.path.join(d, "hmac.bin"), os.path.join(d, "in.xml")
+            with open(key, "wb") as f:
+                f.write(der)
+            with open(src, "w") as f:
+                f.write(xml)
+            out = subprocess.run([XMLSEC, "--sign", "--hmackey", key, "--id-attr:ID", node, src],
+                                 capture_output=True)
+            if out.returncode != 0:
+                raise BadRequest(f"xmlsec1 HMAC signing failed: {out.stderr.decode()[-500:]}")
+            return out.stdout.decode("utf-8")
 
     def respond(self, srv, sp, acs, req_id, relay_state):
         xml = self.build(srv, sp, acs, req_id)
@@ -437,6 +552,7 @@ def main():
     ap.add_argument("--metadata-out", required=True)
     ap.add_argument("--sp-metadata", required=True)
     ap.add_argument("--extra-cert", action="append", default=[])
+    ap.add_argument("--signer-last", action="store_true")
     args = ap.parse_args()
     for _ in range(600):  # xmlsec1 may still be being installed by apt
         if os.access(XMLSEC, os.X_OK):
