@@ -813,3 +813,193 @@ fn s23_forwarded_headers_from_an_untrusted_peer_change_no_url() {
         assert!(!c.contains("evil.test"), "{c}");
     }
 }
+
+// ---- Encrypted assertions ------------------------------------------------------------------
+
+fn encrypting(keys: usize, sp: &str) -> Harness {
+    Harness::start_with(Opts {
+        encryption_keys: keys,
+        sp: sp.into(),
+        ..Opts::default()
+    })
+}
+
+#[test]
+fn encrypted_assertions_are_accepted_in_the_shapes_real_idps_send() {
+    let h = encrypting(1, "");
+    // (data, key transport, OAEP digest, sign_assertion, sign_response)
+    let shapes = [
+        ("aes256-cbc", "rsa-oaep-mgf1p", None, true, false), // Entra ID, ADFS
+        ("aes128-cbc", "rsa-oaep-mgf1p", None, true, false),
+        ("aes128-gcm", "rsa-oaep-mgf1p", Some("sha256"), true, false),
+        ("aes256-gcm", "rsa-oaep", Some("sha256"), true, false),
+        ("aes256-gcm", "rsa-oaep-mgf1p", None, false, true), // Keycloak: signed document
+        ("aes256-cbc", "rsa-oaep-mgf1p", None, true, true),
+    ];
+    for (i, (data, key, digest, sign_assertion, sign_response)) in shapes.into_iter().enumerate() {
+        let name = format!("enc-user-{i}");
+        h.idp_next(json!({"name_id": name, "attributes": {"groups": ["staff"]},
+            "encrypt": true, "enc_data": data, "enc_key": key, "enc_digest": digest,
+            "sign_assertion": sign_assertion, "sign_response": sign_response}));
+        let mut b = h.browser();
+        let (_, form) = b.visit_to_idp(&h.url("/"));
+        assert!(
+            decode(&form.saml_response).contains("EncryptedAssertion"),
+            "the IdP encrypted"
+        );
+        let r = b.post_form(&form);
+        assert_eq!(r.status, 303, "{data} {key}: {}", r.text());
+        b.get(&h.url("/"));
+        let seen = h.backend.last();
+        assert_eq!(seen.one("x-auth-user"), name);
+        assert_eq!(seen.one("x-auth-groups"), "everyone,staff");
+    }
+}
+
+#[test]
+fn every_encryption_key_is_tried_and_advertised() {
+    let h = encrypting(2, "");
+    let meta = common::request("GET", &h.url("/_saml/metadata"), &[], b"").text();
+    assert_eq!(
+        meta.matches("<md:KeyDescriptor use=\"encryption\">")
+            .count(),
+        2,
+        "{meta}"
+    );
+    assert!(
+        meta.contains("aes256-gcm") && meta.contains("rsa-oaep"),
+        "{meta}"
+    );
+    for cert in [1, 0] {
+        h.idp_next(
+            json!({"name_id": format!("rollover-{cert}"), "encrypt": true, "enc_cert": cert}),
+        );
+        let (_, last) = h.browser().login(&h.url("/"));
+        assert_eq!(last.status, 200, "encrypted to key {cert}");
+    }
+}
+
+#[test]
+fn every_decryption_failure_looks_the_same() {
+    let mut h = encrypting(1, "");
+    for (data, tamper) in [
+        ("aes256-cbc", "flip_ciphertext"),
+        ("aes256-gcm", "flip_ciphertext"),
+        ("aes256-cbc", "flip_key"),
+    ] {
+        let (mut b, form) = answer(
+            &h,
+            json!({"name_id": "alice", "encrypt": true, "enc_data": data, "enc_tamper": tamper}),
+        );
+        let r = b.post_form(&form);
+        assert_rejected(
+            &mut h,
+            &r,
+            "could not be decrypted.",
+            "could not be decrypted with any [[sp.encryption]] key",
+        );
+    }
+    no_users(&mut h);
+}
+
+#[test]
+fn encrypted_but_unsigned_or_pkcs1_v15_is_rejected() {
+    let mut h = encrypting(1, "");
+    // Anyone can encrypt to our public certificate: what is inside must still be signed.
+    let (mut b, form) = answer(
+        &h,
+        json!({"name_id": "admin", "encrypt": true, "sign_assertion": false, "sign_response": false}),
+    );
+    let r = b.post_form(&form);
+    assert_rejected(
+        &mut h,
+        &r,
+        "not signed",
+        "neither the Response nor the Assertion",
+    );
+    // A Response signature by a key listed nowhere, over an unsigned encrypted assertion.
+    let (mut b, form) = answer(
+        &h,
+        json!({"name_id": "admin", "encrypt": true, "sign_assertion": false, "sign_response": true,
+               "sign_with": "attacker"}),
+    );
+    let r = b.post_form(&form);
+    assert_rejected(&mut h, &r, "not signed", "does not verify");
+    // PKCS#1 v1.5 key transport (Bleichenbacher) is refused by name.
+    let (mut b, form) = answer(
+        &h,
+        json!({"name_id": "alice", "encrypt": true, "enc_key": "rsa-1_5"}),
+    );
+    let r = b.post_form(&form);
+    assert_rejected(
+        &mut h,
+        &r,
+        "could not be decrypted",
+        "xmlenc#rsa-1_5 is not accepted",
+    );
+    no_users(&mut h);
+}
+
+#[test]
+fn encryption_can_be_required_and_a_missing_key_is_named() {
+    let mut h = encrypting(1, "require_encrypted_assertions = true");
+    let (mut b, form) = answer(&h, user("alice"));
+    let r = b.post_form(&form);
+    assert_rejected(&mut h, &r, "not encrypted", "require_encrypted_assertions");
+    no_users(&mut h);
+
+    // The IdP still encrypts to a key the gateway no longer has.
+    h.edit_config("require_encrypted_assertions = true", "");
+    h.edit_config(
+        "[[sp.encryption]]\nkey = \"sp-enc-0-key.pem\"\ncert = \"sp-enc-0-cert.pem\"\n",
+        "",
+    );
+    h.restart_gateway();
+    let (mut b, form) = answer(&h, json!({"name_id": "alice", "encrypt": true}));
+    let r = b.post_form(&form);
+    assert_rejected(
+        &mut h,
+        &r,
+        "could not be decrypted",
+        "no [[sp.encryption]] key is configured",
+    );
+}
+
+#[test]
+fn an_encrypted_assertion_under_a_response_signature_still_has_its_content_checked() {
+    // Signed Response, unsigned encrypted Assertion (Keycloak's "sign documents" shape): the
+    // signature is verified before decryption, and samael then checks the content.
+    for (settings, page_says, log_says) in [
+        (
+            json!({"audience": "https://other-sp.test"}),
+            "meant for another service",
+            "AudienceRestriction",
+        ),
+        (
+            json!({"recipient": "http://127.0.0.1:9/_saml/acs"}),
+            "meant for another service",
+            "Recipient",
+        ),
+        (
+            json!({"not_on_or_after_seconds": -600}),
+            "expired",
+            "NotOnOrAfter",
+        ),
+        (
+            json!({"assertion_issuer": "http://127.0.0.1:9/other-idp"}),
+            "unknown identity provider",
+            "other-idp",
+        ),
+    ] {
+        let mut h = encrypting(1, "");
+        let mut s = json!({"name_id": "alice", "encrypt": true, "enc_data": "aes256-gcm",
+                           "sign_assertion": false, "sign_response": true});
+        for (k, v) in settings.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        let (mut b, form) = answer(&h, s);
+        let r = b.post_form(&form);
+        assert_rejected(&mut h, &r, page_says, log_says);
+        no_users(&mut h);
+    }
+}

@@ -100,6 +100,17 @@ pub struct SpConfig {
     pub login_url: String,
     /// How long an AuthnRequest stays answerable.
     pub login_timeout: Duration,
+    /// Keys for encrypted assertions; the first one's certificate is advertised first, all
+    /// are tried (rollover).
+    pub encryption: Vec<KeyPairFiles>,
+    pub require_encrypted_assertions: bool,
+}
+
+/// A private key and its certificate, both PEM files.
+#[derive(Debug, Clone)]
+pub struct KeyPairFiles {
+    pub key: PathBuf,
+    pub cert: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -552,7 +563,24 @@ impl Config {
             metadata_url: format!("{sp_base}/metadata"),
             login_url: format!("{sp_base}/login"),
             login_timeout: Duration::from_secs(login_timeout),
+            encryption: raw
+                .sp
+                .encryption
+                .unwrap_or_default()
+                .iter()
+                .map(|p| KeyPairFiles {
+                    key: resolve(&p.key),
+                    cert: resolve(&p.cert),
+                })
+                .collect(),
+            require_encrypted_assertions: raw.sp.require_encrypted_assertions.unwrap_or(false),
         };
+        if sp.require_encrypted_assertions && sp.encryption.is_empty() {
+            return Err(invalid(
+                "sp.require_encrypted_assertions",
+                "is true, but no [[sp.encryption]] key is configured to decrypt with".into(),
+            ));
+        }
 
         // [idp]
         let metadata_file = raw.idp.metadata_file.ok_or_else(|| {

@@ -71,6 +71,15 @@ pub struct RawSession {
 pub struct RawSp {
     pub entity_id: Option<String>,
     pub login_timeout_seconds: Option<u64>,
+    pub encryption: Option<Vec<RawKeyPair>>,
+    pub require_encrypted_assertions: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyPair {
+    pub key: String,
+    pub cert: String,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -62,10 +62,14 @@ pub enum SamlError {
     Time(String),
     #[error("the assertion has no bearer SubjectConfirmation with usable data")]
     SubjectConfirmation,
-    #[error(
-        "encrypted assertions are not supported yet; turn assertion encryption off at the IdP"
-    )]
-    EncryptedUnsupported,
+    #[error("the assertion is encrypted, but no [[sp.encryption]] key is configured")]
+    NoDecryptionKey,
+    #[error("the encrypted assertion could not be decrypted with any [[sp.encryption]] key")]
+    Undecryptable,
+    #[error("encryption algorithm {0} is not accepted (AES-GCM or AES-CBC, with RSA-OAEP key transport)")]
+    EncryptionAlgorithm(String),
+    #[error("sp.require_encrypted_assertions is on, but the assertion is not encrypted")]
+    EncryptionRequired,
     #[error("the assertion has no NameID")]
     NoNameId,
     #[error("SAML validation failed: {0}")]
@@ -98,9 +102,10 @@ impl SamlError {
             IssuerMismatch { .. } => "The sign-in answer comes from an unknown identity provider.",
             Time(_) => "The sign-in answer has expired or is not yet valid.",
             SubjectConfirmation | NoNameId => "The sign-in answer is incomplete.",
-            EncryptedUnsupported => {
-                "The sign-in answer is encrypted, which this gateway does not support yet."
+            NoDecryptionKey | Undecryptable | EncryptionAlgorithm(_) => {
+                "The sign-in answer could not be decrypted."
             }
+            EncryptionRequired => "The sign-in answer is not encrypted, which is required here.",
             Other(_) => "The sign-in answer was rejected.",
         }
     }
@@ -163,8 +168,10 @@ impl From<samael::service_provider::Error> for SamlError {
                 sub: None,
             },
             E::FailedToValidateSignature => SamlError::BadSignature,
+            // samael never decrypts here (decrypt.rs opens assertions first); if it tries, the
+            // message still held an encrypted part after opening.
             E::MissingPrivateKeySP | E::EncryptedAssertionsNotYetSupported => {
-                SamlError::EncryptedUnsupported
+                SamlError::Undecryptable
             }
             other => SamlError::Other(other.to_string()),
         }

@@ -1,5 +1,6 @@
 //! SP metadata: what the operator hands to the IdP.
 
+use super::decrypt::ADVERTISED;
 use super::ServiceProvider;
 
 fn esc(s: &str) -> String {
@@ -12,16 +13,32 @@ fn esc(s: &str) -> String {
 impl ServiceProvider {
     /// The SP's metadata XML. Written by hand rather than through samael so that it states
     /// exactly what this gateway does: it wants signed assertions, takes the HTTP-POST binding
-    /// at the ACS, and accepts persistent, e-mail and unspecified NameIDs.
+    /// at the ACS, accepts the NameID formats `[identity]` accepts, and, with `[[sp.encryption]]`,
+    /// offers its encryption certificates (current first) with the algorithms it decrypts.
     pub fn sp_metadata_xml(&self) -> String {
+        let mut keys = String::new();
+        for k in &self.decryption_keys {
+            keys.push_str(&format!(
+                "    <md:KeyDescriptor use=\"encryption\">\n      <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\n",
+                k.cert_b64
+            ));
+            for alg in ADVERTISED {
+                keys.push_str(&format!(
+                    "      <md:EncryptionMethod Algorithm=\"{alg}\"/>\n"
+                ));
+            }
+            keys.push_str("    </md:KeyDescriptor>\n");
+        }
+        let formats: String = self
+            .name_id_formats
+            .iter()
+            .map(|f| format!("    <md:NameIDFormat>{}</md:NameIDFormat>\n", esc(f)))
+            .collect();
         format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
-<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="{entity}">
+<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{entity}">
   <md:SPSSODescriptor AuthnRequestsSigned="false" WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
-    <md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>
-    <md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat>
-    <md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified</md:NameIDFormat>
-    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{acs}" index="0" isDefault="true"/>
+{keys}{formats}    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{acs}" index="0" isDefault="true"/>
   </md:SPSSODescriptor>
 </md:EntityDescriptor>
 "#,

@@ -4,6 +4,7 @@
 //! out (see `response.rs`). It knows nothing of HTTP sessions or the user store: it turns bytes
 //! into a `VerifiedAssertion` or a `SamlError`.
 
+mod decrypt;
 mod error;
 pub mod metadata;
 mod request;
@@ -38,6 +39,8 @@ pub enum SetupError {
     NoRedirectSso { file: String },
     #[error("{file}: the IdP metadata has no entityID")]
     NoEntityId { file: String },
+    #[error("{file}: key `sp.encryption`: {message}")]
+    EncryptionKey { file: String, message: String },
 }
 
 /// One IdP and our side of the trust: everything needed to start and finish a login.
@@ -49,6 +52,15 @@ pub struct ServiceProvider {
     pub entity_id: String,
     allowed_algorithms: Vec<String>,
     require_signed: crate::config::SignedElement,
+    /// samael without the IdP's certificates: checks a decrypted assertion's content (times,
+    /// audience, recipient, issuer, InResponseTo) when the Response signature that covers it
+    /// was verified before decryption and the assertion carries none of its own. Never used
+    /// on anything that signature did not cover (`decrypt.rs`).
+    content_only: samael::service_provider::ServiceProvider,
+    decryption_keys: Vec<decrypt::DecryptionKey>,
+    require_encryption: bool,
+    /// Advertised in the SP metadata.
+    name_id_formats: Vec<String>,
     clock_skew: chrono::Duration,
     max_issue_delay: chrono::Duration,
 }
@@ -133,7 +145,22 @@ impl ServiceProvider {
             .sso_binding_location(HTTP_REDIRECT_BINDING)
             .ok_or_else(|| SetupError::NoRedirectSso { file: file.clone() })?;
 
+        let mut content_only = inner.clone();
+        for d in content_only
+            .idp_metadata
+            .idp_sso_descriptors
+            .iter_mut()
+            .flatten()
+        {
+            d.key_descriptors.clear();
+        }
+        let decryption_keys = decrypt::load_keys(&cfg.sp.encryption)?;
+
         Ok(ServiceProvider {
+            content_only,
+            decryption_keys,
+            require_encryption: cfg.sp.require_encrypted_assertions,
+            name_id_formats: cfg.identity.name_id_formats.clone(),
             inner,
             idp_entity_id,
             sso_url,

@@ -16,18 +16,18 @@ use chrono::{DateTime, Utc};
 
 use super::{SamlError, ServiceProvider};
 
-const NS_PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
-const NS_ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
-const NS_DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
+pub(super) const NS_PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+pub(super) const NS_ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
+pub(super) const NS_DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
 const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 
 /// Largest SAMLResponse form field we read (base64 text).
 pub const MAX_FORM_FIELD: usize = 512 * 1024;
 /// Largest parsed document, in nodes; a real response has a few hundred.
-const MAX_NODES: u32 = 20_000;
+pub(super) const MAX_NODES: u32 = 20_000;
 /// Deepest element nesting accepted; a real response nests about ten deep. The XML parsers
 /// after this point recurse per level, so an unbounded depth would exhaust the stack.
-const MAX_DEPTH: usize = 64;
+pub(super) const MAX_DEPTH: usize = 64;
 
 /// One attribute as the IdP sent it; several elements with one Name are merged.
 #[derive(Debug, Clone)]
@@ -62,6 +62,7 @@ struct Sealed;
 struct Envelope {
     assertion_id: String,
     weak_algorithm: bool,
+    assertion_signed: bool,
 }
 
 impl ServiceProvider {
@@ -91,10 +92,22 @@ impl ServiceProvider {
             return Err(SamlError::TooDeep(MAX_DEPTH));
         }
         let now = Utc::now();
-        let envelope = self.inspect(&xml, expected_request_id, now)?;
+        // An EncryptedAssertion is opened first; from here on the message is checked as if
+        // the IdP had sent the Assertion in the clear.
+        let (xml, response_verified, outer_weak) = match self.open_encrypted(&xml)? {
+            Some(o) => (o.xml, o.response_verified, o.weak_algorithm),
+            None => (xml, false, false),
+        };
+        let envelope = self.inspect(&xml, expected_request_id, now, response_verified)?;
 
-        let assertion = self
-            .inner
+        // The Response signature of an encrypted message was verified before decryption; if
+        // the Assertion has no signature of its own, samael checks only its content.
+        let samael = if response_verified && !envelope.assertion_signed {
+            &self.content_only
+        } else {
+            &self.inner
+        };
+        let assertion = samael
             .parse_xml_response(&xml, Some(&[expected_request_id]))
             .map_err(|e| match SamlError::from(e) {
                 SamlError::Time(m) => SamlError::Time(format!(
@@ -108,7 +121,7 @@ impl ServiceProvider {
             // samael returned content other than the one Assertion we inspected.
             return Err(SamlError::AssertionMisplaced);
         }
-        self.read_assertion(assertion, envelope.weak_algorithm)
+        self.read_assertion(assertion, envelope.weak_algorithm || outer_weak)
     }
 
     fn inspect(
@@ -116,6 +129,7 @@ impl ServiceProvider {
         xml: &str,
         expected_request_id: &str,
         now: DateTime<Utc>,
+        response_verified: bool,
     ) -> Result<Envelope, SamlError> {
         let opts = roxmltree::ParsingOptions {
             allow_dtd: false,
@@ -166,7 +180,8 @@ impl ServiceProvider {
             return Err(SamlError::AssertionMisplaced);
         }
         if assertion.has_tag_name((NS_ASSERTION, "EncryptedAssertion")) {
-            return Err(SamlError::EncryptedUnsupported);
+            // Only reachable if opening it did not replace it; never read it as is.
+            return Err(SamlError::Undecryptable);
         }
 
         // IDs are what signatures point at; a second element with the same ID is a wrapping
@@ -217,7 +232,9 @@ impl ServiceProvider {
             }
         }
         // Every signature present must verify (samael checks each one), so what is present
-        // here is what will have been verified.
+        // here is what will have been verified; a Response signature over an encrypted
+        // assertion was verified before decryption and removed.
+        response_signed |= response_verified;
         use crate::config::SignedElement as E;
         let found = match (response_signed, assertion_signed) {
             (false, false) => return Err(SamlError::NotSigned),
@@ -307,6 +324,7 @@ impl ServiceProvider {
         Ok(Envelope {
             assertion_id: assertion.attribute("ID").unwrap_or("").to_string(),
             weak_algorithm: weak,
+            assertion_signed,
         })
     }
 
@@ -388,7 +406,7 @@ impl ServiceProvider {
 
 /// Whether element nesting goes deeper than `limit`, found by a flat scan that builds nothing.
 /// Malformed input is left for the parser to reject; this only bounds depth.
-fn nesting_exceeds(xml: &[u8], limit: usize) -> bool {
+pub(super) fn nesting_exceeds(xml: &[u8], limit: usize) -> bool {
     fn skip_past(xml: &[u8], from: usize, end: &[u8]) -> usize {
         xml[from..]
             .windows(end.len())

@@ -155,6 +155,10 @@ pub struct Opts {
     pub idp: String,
     /// The public URL when it is not the gateway's own address (a TLS terminator in front).
     pub public_url: Option<String>,
+    /// How many `[[sp.encryption]]` key pairs to make (sp-enc-0, sp-enc-1, ...).
+    pub encryption_keys: usize,
+    /// Lines added to the `[sp]` section.
+    pub sp: String,
 }
 
 impl Default for Opts {
@@ -171,6 +175,8 @@ impl Default for Opts {
             groups: String::new(),
             idp: String::new(),
             public_url: None,
+            encryption_keys: 0,
+            sp: String::new(),
         }
     }
 }
@@ -273,6 +279,13 @@ impl Harness {
             ""
         };
         let scheme = if opts.tls { "https" } else { "http" };
+        let mut encryption = String::new();
+        for i in 0..opts.encryption_keys {
+            keypair(&format!("sp-enc-{i}"));
+            encryption.push_str(&format!(
+                "[[sp.encryption]]\nkey = \"sp-enc-{i}-key.pem\"\ncert = \"sp-enc-{i}-cert.pem\"\n"
+            ));
+        }
         let backend = Backend::start();
         let store_path = d.join("samlgate.redb");
         let config_path = d.join("samlgate.toml");
@@ -293,6 +306,10 @@ grace_period_seconds = 1
 
 [upstream]
 url = "http://127.0.0.1:{be}"
+
+[sp]
+{sp_extra}
+{encryption}
 
 [store]
 path = "samlgate.redb"
@@ -326,6 +343,7 @@ token_file = "admin.token"
                 extra = opts.extra_config,
                 groups_extra = opts.groups,
                 idp_extra = opts.idp,
+                sp_extra = opts.sp,
                 public_url = opts
                     .public_url
                     .clone()

@@ -49,6 +49,14 @@ HTTP API:
        tamper_name_id "admin"  (NameID of the injected assertion / edited NameID)
        sign_with "idp" | "attacker": an RSA key listed nowhere (made at start), whose own
               certificate goes into ds:KeyInfo
+       encrypt false: sign (if sign_assertion), then encrypt the Assertion into an
+              EncryptedAssertion (xmlsec1), then sign the Response (if sign_response)
+       enc_data "aes256-cbc" | "aes128-cbc" | "aes128-gcm" | "aes256-gcm"
+       enc_key "rsa-oaep-mgf1p" | "rsa-oaep" | "rsa-1_5"  (key transport)
+       enc_digest null | "sha256" (OAEP DigestMethod; null = SHA-1, none written)
+       enc_cert 0: which `use="encryption"` certificate of the SP metadata to encrypt to
+       enc_tamper null | "flip_ciphertext" (a bit of the data CipherValue) | "flip_key"
+              (a bit of the EncryptedKey's CipherValue)
        assertion_issuer null | str (Assertion Issuer; null = this IdP's entity id)
        destination "acs" | str | null (Response Destination; null = omitted)
        recipient "acs" | str (SubjectConfirmationData Recipient)
@@ -107,7 +115,16 @@ DEFAULTS = {
     "issue_instant_offset_seconds": 0, "audience": "sp", "session_not_on_or_after_seconds": None,
     "sign_with": "idp", "assertion_issuer": None, "destination": "acs", "recipient": "acs",
     "time_format": "seconds",
+    "encrypt": False, "enc_data": "aes256-cbc", "enc_key": "rsa-oaep-mgf1p", "enc_digest": None,
+    "enc_cert": 0, "enc_tamper": None,
 }
+ENC_DATA = {"aes128-cbc": ("http://www.w3.org/2001/04/xmlenc#aes128-cbc", "aes-128"),
+            "aes256-cbc": ("http://www.w3.org/2001/04/xmlenc#aes256-cbc", "aes-256"),
+            "aes128-gcm": ("http://www.w3.org/2009/xmlenc11#aes128-gcm", "aes-128"),
+            "aes256-gcm": ("http://www.w3.org/2009/xmlenc11#aes256-gcm", "aes-256")}
+ENC_KEY = {"rsa-oaep-mgf1p": "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
+           "rsa-oaep": "http://www.w3.org/2009/xmlenc11#rsa-oaep",
+           "rsa-1_5": "http://www.w3.org/2001/04/xmlenc#rsa-1_5"}
 
 
 class BadRequest(Exception):
@@ -125,6 +142,12 @@ def validate_settings(body):
         (s["digest_alg"] in DIGEST_ALGS, "digest_alg"),
         (s["tamper"] in TAMPERS, "tamper"),
         (s["sign_with"] in ("idp", "attacker"), "sign_with"),
+        (isinstance(s["encrypt"], bool), "encrypt"),
+        (s["enc_data"] in ENC_DATA, "enc_data"),
+        (s["enc_key"] in ENC_KEY, "enc_key"),
+        (s["enc_digest"] in (None, "sha256"), "enc_digest"),
+        (isinstance(s["enc_cert"], int), "enc_cert"),
+        (s["enc_tamper"] in (None, "flip_ciphertext", "flip_key"), "enc_tamper"),
         (s["time_format"] in TIME_FORMATS, "time_format"),
         (s["assertion_issuer"] is None or isinstance(s["assertion_issuer"], str), "assertion_issuer"),
         (s["destination"] is None or isinstance(s["destination"], str), "destination"),
@@ -336,6 +359,8 @@ class IdP:
                 else:
                     xml = srv.sec.sign_statement(xml, class_name(assertion), key_file=key_file,
                                                  node_id=assertion.id)
+            if assertion is not None and s["encrypt"]:
+                xml = self.encrypt(xml, s)
             if s["sign_response"]:
                 xml = srv.sec.sign_statement(xml, class_name(resp), key_file=key_file, node_id=resp.id)
             return xml
@@ -403,6 +428,99 @@ class IdP:
                                check=True, capture_output=True)
                 self.attacker_pair = (key, pem_body(cert))
             return self.attacker_pair
+
+    def encrypt(self, xml, s):
+        """Replace the Assertion by an EncryptedAssertion for the SP's encryption certificate."""
+        with open(self.args.sp_metadata) as f:
+            meta = f.read()
+        certs = [re.search(r"<(?:\w+:)?X509Certificate>([^<]*)<", m.group(0)).group(1)
+                 for m in re.finditer(r'<(?:\w+:)?KeyDescriptor use="encryption">.*?</(?:\w+:)?KeyDescriptor>',
+                                      meta, flags=re.S)]
+        if s["enc_cert"] >= len(certs):
+            raise BadRequest(f"the SP metadata has {len(certs)} encryption certificates")
+        data_uri, session = ENC_DATA[s["enc_data"]]
+        if s["enc_digest"] == "sha256" or s["enc_key"] == "rsa-oaep":
+            xml = self.encrypt_oaep_sha256(xml, s, certs[s["enc_cert"]], data_uri)
+            return self.enc_tamper(xml, s)
+        digest = ('<ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/>'
+                  if s["enc_digest"] == "sha256" else "")
+        template = (
+            f'<xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" '
+            f'xmlns:ds="http://www.w3.org/2000/09/xmldsig#" Type="http://www.w3.org/2001/04/xmlenc#Element">'
+            f'<xenc:EncryptionMethod Algorithm="{data_uri}"/>'
+            f'<ds:KeyInfo><xenc:EncryptedKey><xenc:EncryptionMethod Algorithm="{ENC_KEY[s["enc_key"]]}">{digest}'
+            f'</xenc:EncryptionMethod><xenc:CipherData><xenc:CipherValue/></xenc:CipherData></xenc:EncryptedKey>'
+            f'</ds:KeyInfo><xenc:CipherData><xenc:CipherValue/></xenc:CipherData></xenc:EncryptedData>')
+        with tempfile.TemporaryDirectory() as d:
+            paths = {n: os.path.join(d, n) for n in ("cert.pem", "doc.xml", "tmpl.xml")}
+            b64 = "\n".join(certs[s["enc_cert"]][i:i + 64] for i in range(0, len(certs[s["enc_cert"]]), 64))
+            for name, text in (("cert.pem", f"-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n"),
+                               ("doc.xml", xml), ("tmpl.xml", template)):
+                with open(paths[name], "w") as f:
+                    f.write(text)
+            out = subprocess.run([XMLSEC, "--encrypt", "--pubkey-cert-pem", paths["cert.pem"],
+                                  "--session-key", session, "--xml-data", paths["doc.xml"],
+                                  "--node-name", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+                                  paths["tmpl.xml"]], capture_output=True)
+            if out.returncode != 0:
+                raise BadRequest(f"xmlsec1 encryption failed: {out.stderr.decode()[-800:]}")
+        xml = out.stdout.decode("utf-8")
+        xml = re.sub(r"(<xenc:EncryptedData\b.*?</xenc:EncryptedData>)",
+                     lambda m: f'<saml:EncryptedAssertion xmlns:saml="{saml.NAMESPACE}">{m.group(1)}</saml:EncryptedAssertion>',
+                     xml, count=1, flags=re.S)
+        return self.enc_tamper(xml, s)
+
+    @staticmethod
+    def encrypt_oaep_sha256(xml, s, cert_b64, data_uri):
+        """RSA-OAEP with SHA-256 (xmlsec1 1.2 cannot): the `cryptography` package does the
+        cryptography, the XML Encryption structure is written here."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, padding as sympad
+        from cryptography.hazmat.primitives.asymmetric import padding
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        m = re.search(r"<(\w+:)?Assertion[\s>].*</(\w+:)?Assertion>", xml, flags=re.S)
+        plain = m.group(0).encode("utf-8")
+        size = 16 if "128" in data_uri else 32
+        key = os.urandom(size)
+        if data_uri.endswith("gcm"):
+            iv = os.urandom(12)
+            data = iv + AESGCM(key).encrypt(iv, plain, None)
+        else:
+            iv = os.urandom(16)
+            padder = sympad.PKCS7(128).padder()
+            padded = padder.update(plain) + padder.finalize()
+            enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+            data = iv + enc.update(padded) + enc.finalize()
+        public = x509.load_der_x509_certificate(base64.b64decode(cert_b64)).public_key()
+        xenc11 = s["enc_key"] == "rsa-oaep"
+        mgf = hashes.SHA256() if xenc11 else hashes.SHA1()
+        wrapped = public.encrypt(key, padding.OAEP(mgf=padding.MGF1(mgf), algorithm=hashes.SHA256(), label=None))
+        b64 = lambda b: base64.b64encode(b).decode("ascii")
+        mgf_el = ('<xenc11:MGF xmlns:xenc11="http://www.w3.org/2009/xmlenc11#" '
+                  'Algorithm="http://www.w3.org/2009/xmlenc11#mgf1sha256"/>' if xenc11 else "")
+        enc = (f'<saml:EncryptedAssertion xmlns:saml="{saml.NAMESPACE}">'
+               f'<xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" '
+               f'Type="http://www.w3.org/2001/04/xmlenc#Element">'
+               f'<xenc:EncryptionMethod Algorithm="{data_uri}"/>'
+               f'<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><xenc:EncryptedKey>'
+               f'<xenc:EncryptionMethod Algorithm="{ENC_KEY[s["enc_key"]]}">'
+               f'<ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/>{mgf_el}'
+               f'</xenc:EncryptionMethod><xenc:CipherData><xenc:CipherValue>{b64(wrapped)}</xenc:CipherValue>'
+               f'</xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>'
+               f'<xenc:CipherData><xenc:CipherValue>{b64(data)}</xenc:CipherValue></xenc:CipherData>'
+               f'</xenc:EncryptedData></saml:EncryptedAssertion>')
+        return xml[:m.start()] + enc + xml[m.end():]
+
+    @staticmethod
+    def enc_tamper(xml, s):
+        if s["enc_tamper"]:
+            values = list(re.finditer(r"<xenc:CipherValue>([^<]*)</xenc:CipherValue>", xml))
+            m = values[0] if s["enc_tamper"] == "flip_key" else values[-1]
+            raw = bytearray(base64.b64decode(m.group(1)))
+            raw[len(raw) // 2] ^= 0x01
+            xml = xml[:m.start(1)] + base64.b64encode(bytes(raw)).decode() + xml[m.end(1):]
+        return xml
 
     def hmac_sign(self, xml, node):
         """Sign `node` with HMAC-SHA256 keyed with the IdP certificate's DER bytes (xmlsec1)."""
