@@ -64,7 +64,13 @@ fn main() {
                 last_login_at: Some(now),
             };
             let (token, hash) = new_token();
-            let record = sessions.record_for(&user, now, None, Some(format!("_idx{id}")));
+            let record = sessions.record_for(
+                &user,
+                now,
+                None,
+                Some(format!("_idx{id}")),
+                Some((format!("user{id}@corp.test"), None)),
+            );
             batch.push((user, hash, record));
             tokens.push(token);
         }

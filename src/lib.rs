@@ -4,7 +4,7 @@
 //! - `config`: the config file, validated once at start;
 //! - `proxy`: pingora hooks: route, sanitize, session gate, inject identity headers;
 //! - `session`: cookie token -> live session (moka) -> redb;
-//! - `login`: the login flow, start and finish;
+//! - `login`: the login flow, start and finish; `logout`: signing out, here and from the IdP;
 //! - `saml`: AuthnRequests out, verified assertions in (samael + libxmlsec1);
 //! - `provision`: what a login changes in the directory;
 //! - `store`: redb: users, groups, sessions, replay cache, audit log;
@@ -17,6 +17,7 @@ pub mod demo;
 pub mod directory;
 pub mod http_service;
 pub mod login;
+pub mod logout;
 pub mod metrics;
 pub mod provision;
 pub mod proxy;

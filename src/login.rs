@@ -351,6 +351,7 @@ impl Logins {
         let replay_until = verified.replay_until.timestamp();
         let idp_end = verified.session_not_on_or_after.map(|t| t.timestamp());
         let session_index = verified.session_index.clone();
+        let name_id = Some((verified.name_id.clone(), verified.name_id_format.clone()));
         let assertion_id = verified.assertion_id.clone();
 
         let result = self
@@ -384,7 +385,8 @@ impl Logins {
                         }))
                     }
                     Outcome::LoggedIn { user, changes } => {
-                        let record = sessions.record_for(&user, now, idp_end, session_index);
+                        let record =
+                            sessions.record_for(&user, now, idp_end, session_index, name_id);
                         tx.put_session(&hash, &record)?;
                         Ok(Ok((user, record, changes)))
                     }

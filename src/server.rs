@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::directory::Directory;
 use crate::http_service::HttpService;
 use crate::login::Logins;
+use crate::logout::Logouts;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::saml::{self, ServiceProvider};
@@ -39,6 +40,7 @@ pub struct App {
     pub store: Store,
     pub sessions: Arc<Sessions>,
     pub logins: Arc<Logins>,
+    pub logouts: Arc<Logouts>,
     pub metrics: Arc<Metrics>,
     /// The admin listener, bound at build time so a taken port fails the start.
     admin: Option<(std::net::TcpListener, Arc<Admin>)>,
@@ -56,6 +58,12 @@ impl App {
             store.clone(),
             sessions.clone(),
             metrics.clone(),
+        ));
+        let logouts = Arc::new(Logouts::new(
+            logins.clone(),
+            store.clone(),
+            sessions.clone(),
+            cfg.sp.single_logout,
         ));
         let admin = if cfg.admin.enabled {
             let file = cfg.file.display().to_string();
@@ -90,6 +98,7 @@ impl App {
             store,
             sessions,
             logins,
+            logouts,
             metrics,
             admin,
         })
@@ -142,6 +151,7 @@ pub fn run(
     let gateway = Gateway {
         cfg: cfg.clone(),
         logins: app.logins.clone(),
+        logouts: app.logouts.clone(),
         sessions: app.sessions.clone(),
         metrics: app.metrics.clone(),
     };

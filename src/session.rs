@@ -123,6 +123,7 @@ impl Sessions {
         now: i64,
         idp_end: Option<i64>,
         session_index: Option<String>,
+        name_id: Option<(String, Option<String>)>,
     ) -> SessionRecord {
         let mut expires_at = now + self.absolute;
         if let Some(end) = idp_end {
@@ -134,6 +135,8 @@ impl Sessions {
             expires_at,
             last_seen: now,
             session_index,
+            name_id_format: name_id.as_ref().and_then(|(_, f)| f.clone()),
+            name_id: name_id.map(|(n, _)| n),
         }
     }
 
@@ -332,7 +335,7 @@ mod tests {
 
     fn login(s: &Sessions, user: &User, now: i64, idp_end: Option<i64>) -> String {
         let (token, hash) = new_token();
-        let record = s.record_for(user, now, idp_end, None);
+        let record = s.record_for(user, now, idp_end, None, None);
         let r = record.clone();
         s.store
             .write_blocking(move |tx| tx.put_session(&hash, &r))

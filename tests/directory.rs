@@ -94,6 +94,8 @@ fn disabling_a_user_ends_every_session_and_leaves_the_store_consistent() {
                     expires_at: i64::MAX,
                     last_seen: 0,
                     session_index: None,
+                    name_id: None,
+                    name_id_format: None,
                 };
                 tx.put_session(&[i; 32], &rec)?;
             }

@@ -104,6 +104,18 @@ pub struct SpConfig {
     /// are tried (rollover).
     pub encryption: Vec<KeyPairFiles>,
     pub require_encrypted_assertions: bool,
+    /// Our signing key: signs AuthnRequests (when asked to), LogoutRequests and
+    /// LogoutResponses (HTTP-Redirect binding signatures).
+    pub signing: Option<KeyPairFiles>,
+    pub sign_authn_requests: bool,
+    pub force_authn: bool,
+    /// AuthnContextClassRef values to request; empty = none requested.
+    pub authn_context: Vec<String>,
+    /// exact | minimum | maximum | better
+    pub authn_context_comparison: String,
+    /// Local logout also logs out at the IdP (when its metadata has a SingleLogoutService).
+    pub single_logout: bool,
+    pub slo_url: String,
 }
 
 /// A private key and its certificate, both PEM files.
@@ -574,7 +586,47 @@ impl Config {
                 })
                 .collect(),
             require_encrypted_assertions: raw.sp.require_encrypted_assertions.unwrap_or(false),
+            signing: match (&raw.sp.signing_key, &raw.sp.signing_cert) {
+                (Some(key), Some(cert)) => Some(KeyPairFiles {
+                    key: resolve(key),
+                    cert: resolve(cert),
+                }),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(invalid(
+                        "sp.signing_cert",
+                        "is required when sp.signing_key is set".into(),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        "sp.signing_key",
+                        "is required when sp.signing_cert is set".into(),
+                    ))
+                }
+            },
+            sign_authn_requests: raw.sp.sign_authn_requests.unwrap_or(false),
+            force_authn: raw.sp.force_authn.unwrap_or(false),
+            authn_context: raw.sp.authn_context.clone().unwrap_or_default(),
+            authn_context_comparison: match raw.sp.authn_context_comparison.as_deref() {
+                None => "exact".into(),
+                Some(c @ ("exact" | "minimum" | "maximum" | "better")) => c.into(),
+                Some(other) => {
+                    return Err(invalid(
+                        "sp.authn_context_comparison",
+                        format!("`{other}` is not one of exact, minimum, maximum, better"),
+                    ))
+                }
+            },
+            single_logout: raw.sp.single_logout.unwrap_or(true),
+            slo_url: format!("{sp_base}/slo"),
         };
+        if sp.sign_authn_requests && sp.signing.is_none() {
+            return Err(invalid(
+                "sp.sign_authn_requests",
+                "is true, but sp.signing_key / sp.signing_cert are not set".into(),
+            ));
+        }
         if sp.require_encrypted_assertions && sp.encryption.is_empty() {
             return Err(invalid(
                 "sp.require_encrypted_assertions",

@@ -73,6 +73,13 @@ pub struct RawSp {
     pub login_timeout_seconds: Option<u64>,
     pub encryption: Option<Vec<RawKeyPair>>,
     pub require_encrypted_assertions: Option<bool>,
+    pub signing_key: Option<String>,
+    pub signing_cert: Option<String>,
+    pub sign_authn_requests: Option<bool>,
+    pub force_authn: Option<bool>,
+    pub authn_context: Option<Vec<String>>,
+    pub authn_context_comparison: Option<String>,
+    pub single_logout: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ use pingora::Result;
 
 use super::{now, respond, sanitize, Ctx, Gateway};
 use crate::login::{safe_return_path, LoginError};
+use crate::logout::{LocalLogout, SloOutcome};
 
 /// Largest ACS POST body read; the SAMLResponse field limit is enforced again by the verifier.
 const MAX_ACS_BODY: usize = 768 * 1024;
@@ -248,29 +249,136 @@ pub async fn metadata(gw: &Gateway, session: &mut Session) -> Result<()> {
 pub async fn logout(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()> {
     let token =
         sanitize::cookie(session.req_header(), &gw.cfg.session.cookie_name).map(str::to_string);
-    if let Some(token) = token {
-        if let Err(e) = gw.sessions.end(&token).await {
-            log::error!("logout: the session could not be deleted: {e}");
-            return respond::error_page(
+    match gw.logouts.local(token.as_deref(), now()).await {
+        Err(e) => {
+            log::error!(
+                "[{}] logout: the session could not be deleted: {e}",
+                ctx.correlation_id
+            );
+            respond::error_page(
                 session,
                 503,
                 "Sign-out failed",
                 "The sign-out could not be saved. Please try again.",
                 &ctx.correlation_id,
             )
-            .await;
+            .await
+        }
+        Ok(LocalLogout { idp_url: Some(url) }) => {
+            log::info!(
+                "[{}] logout: on to the IdP's single logout",
+                ctx.correlation_id
+            );
+            respond::redirect(session, 302, &url, &[gw.clear_session_cookie()]).await
+        }
+        Ok(LocalLogout { idp_url: None }) => signed_out(gw, session, None).await,
+    }
+}
+
+/// The IdP at our SingleLogoutService: its LogoutRequest (Redirect or POST binding), or its
+/// LogoutResponse to ours. Every failure is a 400 page (503 if the store failed), never a 500.
+pub async fn slo(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()> {
+    let cid = ctx.correlation_id.clone();
+    let sp = gw.logins.sp();
+    let parsed = if session.req_header().method == http::Method::GET {
+        let query = session.req_header().uri.query().unwrap_or("").to_string();
+        sp.slo_redirect(&query, chrono::Utc::now())
+    } else if session.req_header().method == http::Method::POST {
+        let body = match read_body(session, MAX_ACS_BODY).await {
+            Ok(b) => b,
+            Err(why) => {
+                log::warn!("[{cid}] SLO body refused: {why}");
+                return respond::error_page(session, 400, "Sign-out failed", why, &cid).await;
+            }
+        };
+        let (mut request, mut response, mut relay) = (None, None, None);
+        for (k, v) in form_urlencoded::parse(&body) {
+            match &*k {
+                "SAMLRequest" if request.is_none() => request = Some(v.into_owned()),
+                "SAMLResponse" if response.is_none() => response = Some(v.into_owned()),
+                "RelayState" if relay.is_none() => relay = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        sp.slo_post(
+            request.as_deref(),
+            response.as_deref(),
+            relay.as_deref(),
+            chrono::Utc::now(),
+        )
+    } else {
+        return respond::error_page(
+            session,
+            405,
+            "Method not allowed",
+            "The sign-out endpoint takes GET and POST only.",
+            &cid,
+        )
+        .await;
+    };
+    let outcome = match parsed {
+        Ok(msg) => gw.logouts.from_idp(msg, now()).await,
+        Err(e) => Err(e.into()),
+    };
+    match outcome {
+        Ok(SloOutcome::Answer { url, ended }) => {
+            log::info!("[{cid}] single logout from the IdP: {ended} sessions ended");
+            respond::redirect(session, 302, &url, &[gw.clear_session_cookie()]).await
+        }
+        Ok(SloOutcome::Ended { ended }) => {
+            log::info!("[{cid}] single logout from the IdP: {ended} sessions ended (the IdP has no SingleLogoutService to answer)");
+            signed_out(gw, session, None).await
+        }
+        Ok(SloOutcome::IdpAnswered { status }) => {
+            if status.ends_with(":Success") {
+                log::info!("[{cid}] the IdP confirmed the single logout");
+                signed_out(gw, session, None).await
+            } else {
+                log::warn!("[{cid}] the IdP answered the single logout with {status}");
+                let note = "You are signed out here, but the identity provider did not confirm that it signed you out too.";
+                signed_out(gw, session, Some(note)).await
+            }
+        }
+        Err(e) => {
+            log::warn!("[{cid}] sign-out request refused: {e}");
+            respond::error_page(session, e.status(), "Sign-out failed", e.reason(), &cid).await
         }
     }
-    let body =
+}
+
+async fn signed_out(gw: &Gateway, session: &mut Session, note: Option<&str>) -> Result<()> {
+    let note = note.map(|n| format!("<p>{n}</p>")).unwrap_or_default();
+    let body = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Signed out</title></head>\
-<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>You are signed out</h1>\
-<p><a href=\"/\">Sign in again</a></p></body></html>\n";
+<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>You are signed out</h1>{note}\
+<p><a href=\"/\">Sign in again</a></p></body></html>\n"
+    );
     respond::send(
         session,
         200,
         &[("Set-Cookie", gw.clear_session_cookie())],
         "text/html; charset=utf-8",
-        Bytes::from_static(body.as_bytes()),
+        Bytes::from(body),
     )
     .await
+}
+
+/// A request body of at most `limit` bytes, or why not.
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+) -> std::result::Result<BytesMut, &'static str> {
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err("The request is too large.");
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err("The request could not be read."),
+        }
+    }
 }

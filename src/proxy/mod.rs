@@ -31,6 +31,7 @@ use route::Route;
 pub struct Gateway {
     pub cfg: Arc<Config>,
     pub logins: Arc<Logins>,
+    pub logouts: Arc<crate::logout::Logouts>,
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -78,6 +79,7 @@ impl ProxyHttp for Gateway {
             Route::Metadata => endpoints::metadata(self, session).await.map(|_| true),
             Route::Login => endpoints::login(self, session, ctx).await.map(|_| true),
             Route::Logout => endpoints::logout(self, session, ctx).await.map(|_| true),
+            Route::Slo => endpoints::slo(self, session, ctx).await.map(|_| true),
             Route::UnknownSp => respond::error_page(
                 session,
                 404,

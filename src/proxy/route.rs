@@ -9,6 +9,8 @@ pub enum Route {
     Metadata,
     Login,
     Logout,
+    /// SAML SingleLogoutService: the IdP's LogoutRequest, or its answer to ours.
+    Slo,
     /// Under the reserved prefix but not one of ours.
     UnknownSp,
     Public,
@@ -24,6 +26,7 @@ pub fn classify(path: &str, server: &ServerConfig) -> Route {
                 "/metadata" => Route::Metadata,
                 "/login" => Route::Login,
                 "/logout" => Route::Logout,
+                "/slo" => Route::Slo,
                 _ => Route::UnknownSp,
             };
         }

@@ -18,8 +18,7 @@ use openssl::rsa::Padding;
 use openssl::symm::Cipher;
 
 use super::response::{MAX_NODES, NS_ASSERTION, NS_DSIG, NS_PROTOCOL};
-use super::{SamlError, ServiceProvider, SetupError};
-use crate::config::KeyPairFiles;
+use super::{SamlError, ServiceProvider};
 
 const NS_XENC: &str = "http://www.w3.org/2001/04/xmlenc#";
 const NS_XENC11: &str = "http://www.w3.org/2009/xmlenc11#";
@@ -74,56 +73,6 @@ pub(super) const ADVERTISED: &[&str] = &[
     RSA_OAEP,
     RSA_OAEP_MGF1P,
 ];
-
-/// One of our decryption keys and the certificate the IdP encrypts to.
-pub(super) struct DecryptionKey {
-    key: PKey<Private>,
-    /// Base64 DER, as it goes into the SP metadata.
-    pub cert_b64: String,
-}
-
-/// Load `sp.encryption`: every key must parse and match its certificate, or the gateway does
-/// not start (a wrong pair would only show up as failed logins).
-pub(super) fn load_keys(pairs: &[KeyPairFiles]) -> Result<Vec<DecryptionKey>, SetupError> {
-    let bad = |file: &std::path::Path, message: String| SetupError::EncryptionKey {
-        file: file.display().to_string(),
-        message,
-    };
-    let mut keys = Vec::new();
-    for p in pairs {
-        let key_pem = std::fs::read(&p.key).map_err(|e| bad(&p.key, e.to_string()))?;
-        let key = PKey::private_key_from_pem(&key_pem)
-            .map_err(|_| bad(&p.key, "not a PEM private key".into()))?;
-        if key.rsa().is_err() {
-            return Err(bad(
-                &p.key,
-                "not an RSA key (RSA-OAEP key transport needs one)".into(),
-            ));
-        }
-        let cert_pem = std::fs::read(&p.cert).map_err(|e| bad(&p.cert, e.to_string()))?;
-        let cert = openssl::x509::X509::from_pem(&cert_pem)
-            .map_err(|_| bad(&p.cert, "not a PEM certificate".into()))?;
-        let matches = cert
-            .public_key()
-            .map(|pk| pk.public_eq(&key))
-            .unwrap_or(false);
-        if !matches {
-            return Err(bad(
-                &p.cert,
-                format!("does not belong to the key in {}", p.key.display()),
-            ));
-        }
-        let der = cert
-            .to_der()
-            .map_err(|_| bad(&p.cert, "cannot be encoded".into()))?;
-        use base64::Engine as _;
-        keys.push(DecryptionKey {
-            key,
-            cert_b64: base64::engine::general_purpose::STANDARD.encode(der),
-        });
-    }
-    Ok(keys)
-}
 
 /// A response whose EncryptedAssertion has been replaced by the plaintext Assertion.
 pub(super) struct Opened {
@@ -274,7 +223,7 @@ impl ServiceProvider {
         for (transport, wrapped) in &transports {
             let Some(wrapped) = wrapped else { continue };
             for ours in &self.decryption_keys {
-                let Some(session_key) = unwrap_key(&ours.key, transport, wrapped) else {
+                let Some(session_key) = unwrap_key(ours.key(), transport, wrapped) else {
                     continue;
                 };
                 if session_key.len() != cipher.key_len() {

@@ -6,6 +6,8 @@
 
 mod decrypt;
 mod error;
+mod keys;
+mod logout;
 pub mod metadata;
 mod request;
 mod response;
@@ -13,6 +15,7 @@ mod response;
 use std::sync::Once;
 
 pub use error::SamlError;
+pub use logout::{IdpLogoutRequest, SloMessage};
 pub use request::AuthnRedirect;
 pub use response::{SamlAttribute, VerifiedAssertion};
 
@@ -39,8 +42,12 @@ pub enum SetupError {
     NoRedirectSso { file: String },
     #[error("{file}: the IdP metadata has no entityID")]
     NoEntityId { file: String },
-    #[error("{file}: key `sp.encryption`: {message}")]
-    EncryptionKey { file: String, message: String },
+    #[error("{file} (key `{what}`): {message}")]
+    KeyPair {
+        what: &'static str,
+        file: String,
+        message: String,
+    },
 }
 
 /// One IdP and our side of the trust: everything needed to start and finish a login.
@@ -57,7 +64,18 @@ pub struct ServiceProvider {
     /// was verified before decryption and the assertion carries none of its own. Never used
     /// on anything that signature did not cover (`decrypt.rs`).
     content_only: samael::service_provider::ServiceProvider,
-    decryption_keys: Vec<decrypt::DecryptionKey>,
+    decryption_keys: Vec<keys::KeyPair>,
+    /// Signs AuthnRequests (when configured), LogoutRequests and LogoutResponses.
+    signing_key: Option<keys::KeyPair>,
+    sign_authn_requests: bool,
+    force_authn: bool,
+    authn_context: Vec<String>,
+    authn_context_comparison: String,
+    /// The IdP's SingleLogoutService (HTTP-Redirect): Location, and ResponseLocation.
+    idp_slo: Option<(String, String)>,
+    slo_url: String,
+    /// The IdP's signing keys, for HTTP-Redirect binding signatures.
+    idp_keys: Vec<openssl::pkey::PKey<openssl::pkey::Public>>,
     require_encryption: bool,
     /// Advertised in the SP metadata.
     name_id_formats: Vec<String>,
@@ -154,12 +172,44 @@ impl ServiceProvider {
         {
             d.key_descriptors.clear();
         }
-        let decryption_keys = decrypt::load_keys(&cfg.sp.encryption)?;
+        let decryption_keys = keys::load(&cfg.sp.encryption, "sp.encryption")?;
+        let signing_key = keys::load(cfg.sp.signing.as_slice(), "sp.signing_key")?.pop();
+        let idp_slo = inner
+            .idp_metadata
+            .idp_sso_descriptors
+            .iter()
+            .flatten()
+            .flat_map(|d| d.single_logout_services.iter())
+            .find(|s| s.binding == HTTP_REDIRECT_BINDING)
+            .map(|s| {
+                let response = s
+                    .response_location
+                    .clone()
+                    .unwrap_or_else(|| s.location.clone());
+                (s.location.clone(), response)
+            });
+        let idp_keys = inner
+            .idp_signing_certs()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| openssl::x509::X509::from_der(c.der_data()).ok())
+            .filter_map(|c| c.public_key().ok())
+            .collect();
 
         Ok(ServiceProvider {
             content_only,
             decryption_keys,
             require_encryption: cfg.sp.require_encrypted_assertions,
+            signing_key,
+            sign_authn_requests: cfg.sp.sign_authn_requests,
+            force_authn: cfg.sp.force_authn,
+            authn_context: cfg.sp.authn_context.clone(),
+            authn_context_comparison: cfg.sp.authn_context_comparison.clone(),
+            idp_slo,
+            slo_url: cfg.sp.slo_url.clone(),
+            idp_keys,
             name_id_formats: cfg.identity.name_id_formats.clone(),
             inner,
             idp_entity_id,

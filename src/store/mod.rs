@@ -159,6 +159,12 @@ pub struct SessionRecord {
     pub expires_at: i64,
     pub last_seen: i64,
     pub session_index: Option<String>,
+    /// The NameID (and its Format) exactly as the IdP sent it: single logout names sessions
+    /// by it, and our own LogoutRequest must repeat it.
+    #[serde(default)]
+    pub name_id: Option<String>,
+    #[serde(default)]
+    pub name_id_format: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -159,6 +159,8 @@ pub struct Opts {
     pub encryption_keys: usize,
     /// Lines added to the `[sp]` section.
     pub sp: String,
+    /// Give the SP a signing key pair (sp-sign-key.pem, sp-sign-cert.pem).
+    pub signing_key: bool,
 }
 
 impl Default for Opts {
@@ -177,6 +179,7 @@ impl Default for Opts {
             public_url: None,
             encryption_keys: 0,
             sp: String::new(),
+            signing_key: false,
         }
     }
 }
@@ -280,6 +283,12 @@ impl Harness {
         };
         let scheme = if opts.tls { "https" } else { "http" };
         let mut encryption = String::new();
+        if opts.signing_key {
+            keypair("sp-sign");
+            encryption.push_str(
+                "signing_key = \"sp-sign-key.pem\"\nsigning_cert = \"sp-sign-cert.pem\"\n",
+            );
+        }
         for i in 0..opts.encryption_keys {
             keypair(&format!("sp-enc-{i}"));
             encryption.push_str(&format!(

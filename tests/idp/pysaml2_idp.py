@@ -57,6 +57,8 @@ HTTP API:
        enc_cert 0: which `use="encryption"` certificate of the SP metadata to encrypt to
        enc_tamper null | "flip_ciphertext" (a bit of the data CipherValue) | "flip_key"
               (a bit of the EncryptedKey's CipherValue)
+       require_signed_requests false: AuthnRequests and LogoutRequests must carry a valid
+              HTTP-Redirect signature by the SP's metadata signing key (pysaml2 verifies it)
        assertion_issuer null | str (Assertion Issuer; null = this IdP's entity id)
        destination "acs" | str | null (Response Destination; null = omitted)
        recipient "acs" | str (SubjectConfirmationData Recipient)
@@ -68,6 +70,15 @@ HTTP API:
   GET  /slo?SAMLRequest=..  (minimal) answer a LogoutRequest with a 302 to the SP's Redirect
        SingleLogoutService carrying an unsigned Success LogoutResponse.
   GET  /control/last        {"SAMLResponse": b64, "RelayState": str|null, "acs": url}
+  GET  /control/last_request  the last AuthnRequest as pysaml2 read it:
+       {"id", "force_authn", "authn_context": [class refs], "comparison", "signed"}
+  GET  /control/last_logout   the last LogoutRequest /slo received:
+       {"name_id", "format", "session_indexes", "signed"}
+  POST /control/logout_request  an IdP-initiated LogoutRequest to the SP's SingleLogoutService:
+       body {"name_id", "format": "persistent", "session_indexes": [], "binding": "redirect"|"post",
+             "sign": "idp"|"none"|"attacker", "relay_state": null, "tamper_name_id": null,
+             "issue_instant_offset_seconds": 0}
+       answers {"url"} (redirect) or {"action", "SAMLRequest", "RelayState"} (post).
   POST /control/unsolicited  build an IdP-initiated response (no InResponseTo), same JSON.
 """
 import argparse
@@ -116,7 +127,7 @@ DEFAULTS = {
     "sign_with": "idp", "assertion_issuer": None, "destination": "acs", "recipient": "acs",
     "time_format": "seconds",
     "encrypt": False, "enc_data": "aes256-cbc", "enc_key": "rsa-oaep-mgf1p", "enc_digest": None,
-    "enc_cert": 0, "enc_tamper": None,
+    "enc_cert": 0, "enc_tamper": None, "require_signed_requests": False,
 }
 ENC_DATA = {"aes128-cbc": ("http://www.w3.org/2001/04/xmlenc#aes128-cbc", "aes-128"),
             "aes256-cbc": ("http://www.w3.org/2001/04/xmlenc#aes256-cbc", "aes-256"),
@@ -143,6 +154,7 @@ def validate_settings(body):
         (s["tamper"] in TAMPERS, "tamper"),
         (s["sign_with"] in ("idp", "attacker"), "sign_with"),
         (isinstance(s["encrypt"], bool), "encrypt"),
+        (isinstance(s["require_signed_requests"], bool), "require_signed_requests"),
         (s["enc_data"] in ENC_DATA, "enc_data"),
         (s["enc_key"] in ENC_KEY, "enc_key"),
         (s["enc_digest"] in (None, "sha256"), "enc_digest"),
@@ -226,23 +238,29 @@ class IdP:
         self.last = None
 
     # ---- pysaml2 plumbing -------------------------------------------------
-    def server(self):
-        """A fresh pysaml2 Server; re-reads the SP metadata every time."""
+    def server(self, attacker=False):
+        """A fresh pysaml2 Server; re-reads the SP metadata every time. With `attacker`, it
+        signs with the key listed nowhere."""
         if not os.path.exists(self.args.sp_metadata):
             raise BadRequest(f"SP metadata {self.args.sp_metadata} does not exist (yet)")
+        with self.lock:
+            must_sign = self.settings["require_signed_requests"]
+        key, cert = (self.args.key, self.args.cert)
+        if attacker:
+            key, cert = self.attacker()[0], self.attacker()[0].replace("kx-key", "kx-cert")
         conf = IdPConfig().load({
             "entityid": self.entity_id,
             "xmlsec_binary": XMLSEC, "crypto_backend": "xmlsec1",
-            "key_file": self.args.key, "cert_file": self.args.cert,
+            "key_file": key, "cert_file": cert,
             "metadata": {"local": [self.args.sp_metadata]},
             "service": {"idp": {
                 "endpoints": {
                     "single_sign_on_service": [(self.sso, BINDING_HTTP_REDIRECT), (self.sso, BINDING_HTTP_POST)],
                     "single_logout_service": [(self.slo, BINDING_HTTP_REDIRECT)],
                 },
-                "want_authn_requests_signed": False,
+                "want_authn_requests_signed": must_sign,
                 "want_authn_requests_only_with_valid_cert": False,
-                "want_logout_requests_signed": False,
+                "want_logout_requests_signed": must_sign,
             }},
         })
         return Server(config=conf)
@@ -416,6 +434,45 @@ class IdP:
             xml = xml[:m.start()] + forged + xml[m.end():]
             xml = add_extensions(xml, m.group(0))
         return xml
+
+    def logout_request(self, b):
+        """An IdP-initiated LogoutRequest for the SP, Redirect or POST binding."""
+        sign = b.get("sign", "idp")
+        if sign not in ("idp", "none", "attacker"):
+            raise BadRequest("sign must be idp, none or attacker")
+        binding = {"redirect": BINDING_HTTP_REDIRECT, "post": BINDING_HTTP_POST}.get(b.get("binding", "redirect"))
+        if binding is None:
+            raise BadRequest("binding must be redirect or post")
+        srv = self.server(attacker=sign == "attacker")
+        sp, _ = self.pick_sp(srv, None)
+        dests = srv.metadata.single_logout_service(sp, binding, "spsso")
+        if not dests:
+            raise BadRequest("the SP metadata has no SingleLogoutService for that binding")
+        dest = dests[0]["location"]
+        name_id = saml.NameID(format=NAMEID_FORMATS[b.get("format", "persistent")], text=b["name_id"])
+        offset = b.get("issue_instant_offset_seconds", 0)
+        req_id, req = srv.create_logout_request(
+            dest, sp, name_id=name_id, session_indexes=b.get("session_indexes") or None,
+            sign=False)
+        if offset:
+            req.issue_instant = utc(time.time() + offset)
+        relay = b.get("relay_state") or ""
+        sig = dict(sign_alg=ds.SIG_RSA_SHA256, digest_alg=ds.DIGEST_SHA256)
+        if binding == BINDING_HTTP_POST:
+            if sign != "none":
+                cert_b64 = self.cert_b64 if sign == "idp" else self.attacker()[1]
+                req.signature = pre_signature_part(req.id, public_key=cert_b64, **sig)
+                xml = srv.sec.sign_statement(req.to_string(PREFIXES).decode("utf-8"), class_name(req),
+                                             node_id=req.id)
+            else:
+                xml = req.to_string(PREFIXES).decode("utf-8")
+            if b.get("tamper_name_id"):
+                xml = edit_name_id(xml, {"tamper_name_id": b["tamper_name_id"]})
+            return {"action": dest, "SAMLRequest": base64.b64encode(xml.encode("utf-8")).decode("ascii"),
+                    "RelayState": relay or None}
+        info = srv.apply_binding(BINDING_HTTP_REDIRECT, req.to_string(PREFIXES).decode("utf-8"), dest, relay,
+                                 sign=sign != "none", sigalg=ds.SIG_RSA_SHA256 if sign != "none" else None)
+        return {"url": dict(info["headers"])["Location"]}
 
     def attacker(self):
         """(key file, certificate base64) of a key listed in no metadata; made once."""
@@ -600,6 +657,13 @@ class Handler(BaseHTTPRequestHandler):
                 with self.idp.lock:
                     last = self.idp.last
                 return self.send(200, last) if last else self.send(404, {"error": "no response yet"})
+            if url.path in ("/control/last_request", "/control/last_logout") and method == "GET":
+                with self.idp.lock:
+                    last = getattr(self.idp, url.path.rsplit("/", 1)[1], None)
+                return self.send(200, last) if last else self.send(404, {"error": "nothing yet"})
+            if url.path == "/control/logout_request" and method == "POST":
+                body = json.loads(self.body() or b"{}")
+                return self.send(200, self.idp.logout_request(body))
             if url.path == "/control/unsolicited" and method == "POST":
                 self.body()
                 srv = self.idp.server()
@@ -619,11 +683,22 @@ class Handler(BaseHTTPRequestHandler):
         relay = q["RelayState"][0] if "RelayState" in q else None
         srv = self.idp.server()
         binding = BINDING_HTTP_REDIRECT if method == "GET" else BINDING_HTTP_POST
+        sigalg = q["SigAlg"][0] if "SigAlg" in q else None
+        signature = q["Signature"][0] if "Signature" in q else None
         try:
-            req = srv.parse_authn_request(q["SAMLRequest"][0], binding)
+            req = srv.parse_authn_request(q["SAMLRequest"][0], binding, relay_state=relay,
+                                          sigalg=sigalg, signature=signature)
         except Exception as e:
             raise BadRequest(f"AuthnRequest rejected by pysaml2: {type(e).__name__}: {e}") from e
+        if req is None:
+            raise BadRequest("AuthnRequest rejected by pysaml2 (signature)")
         msg = req.message
+        rac = msg.requested_authn_context
+        with self.idp.lock:
+            self.idp.last_request = {
+                "id": msg.id, "force_authn": msg.force_authn,
+                "authn_context": [c.text for c in (rac.authn_context_class_ref if rac else [])],
+                "comparison": rac.comparison if rac else None, "signed": signature is not None}
         issuer = msg.issuer.text if msg.issuer is not None else None
         sp, acs_list = self.idp.pick_sp(srv, issuer)
         urls = [a["location"] for a in acs_list]
@@ -641,10 +716,21 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest("missing SAMLRequest")
         relay = q["RelayState"][0] if "RelayState" in q else ""
         srv = self.idp.server()
+        sigalg = q["SigAlg"][0] if "SigAlg" in q else None
+        signature = q["Signature"][0] if "Signature" in q else None
         try:
-            req = srv.parse_logout_request(q["SAMLRequest"][0], BINDING_HTTP_REDIRECT)
+            req = srv.parse_logout_request(q["SAMLRequest"][0], BINDING_HTTP_REDIRECT, relay_state=relay or None,
+                                           sigalg=sigalg, signature=signature)
         except Exception as e:
             raise BadRequest(f"LogoutRequest rejected by pysaml2: {type(e).__name__}: {e}") from e
+        if req is None:
+            raise BadRequest("LogoutRequest rejected by pysaml2 (signature)")
+        m = req.message
+        with self.idp.lock:
+            self.idp.last_logout = {
+                "name_id": m.name_id.text if m.name_id is not None else None,
+                "format": m.name_id.format if m.name_id is not None else None,
+                "session_indexes": [i.text for i in m.session_index], "signed": signature is not None}
         sp = req.message.issuer.text
         dests = srv.metadata.single_logout_service(sp, BINDING_HTTP_REDIRECT, "spsso")
         if not dests:
