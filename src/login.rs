@@ -153,6 +153,7 @@ pub struct LoginDone {
 
 pub struct Logins {
     sp: ServiceProvider,
+    public_url: String,
     store: Store,
     sessions: Arc<Sessions>,
     pending: moka::sync::Cache<String, Arc<PendingLogin>>,
@@ -215,6 +216,7 @@ impl Logins {
                 .build(),
             attributes: cfg.attributes.clone(),
             identity: cfg.identity.clone(),
+            public_url: cfg.server.public_url.clone(),
             policy: cfg.provisioning.clone(),
             metrics,
         }
@@ -222,6 +224,20 @@ impl Logins {
 
     pub fn sp(&self) -> &ServiceProvider {
         &self.sp
+    }
+
+    /// Where an IdP-initiated login lands: the RelayState when it is a path here, or a URL
+    /// under our public URL (Okta and Entra send either); anything else goes to `/`.
+    fn idp_initiated_target(&self, relay_state: Option<&str>) -> String {
+        let Some(rs) = relay_state else {
+            return "/".into();
+        };
+        let path = match rs.strip_prefix(self.public_url.as_str()) {
+            Some(rest) if rest.starts_with('/') => rest,
+            Some("") => "/",
+            _ => rs,
+        };
+        safe_return_path(path)
     }
 
     /// Begin a login that will come back to `return_to`.
@@ -293,17 +309,22 @@ impl Logins {
         now: i64,
     ) -> Result<LoginDone, LoginError> {
         let saml_response = saml_response.ok_or(SamlError::MissingResponse)?;
-        let relay_state = relay_state
-            .filter(|r| !r.is_empty())
-            .ok_or(LoginError::MissingRelayState)?;
-        let pending = self
-            .pending
-            .get(relay_state)
-            .ok_or(LoginError::UnknownRelayState)?;
-
-        let verified = self
-            .sp
-            .verify_response(saml_response, &pending.request_id)?;
+        let relay_state = relay_state.filter(|r| !r.is_empty());
+        let pending = relay_state.and_then(|r| self.pending.get(r));
+        let (verified, return_to) = match &pending {
+            Some(p) => (
+                self.sp.verify_response(saml_response, &p.request_id)?,
+                p.return_to.clone(),
+            ),
+            // IdP-initiated, when allowed: the RelayState (if any) is the target, and it
+            // passes the same open-redirect check as any return path.
+            None if self.sp.allows_idp_initiated() => (
+                self.sp.verify_unsolicited(saml_response)?,
+                self.idp_initiated_target(relay_state),
+            ),
+            None if relay_state.is_none() => return Err(LoginError::MissingRelayState),
+            None => return Err(LoginError::UnknownRelayState),
+        };
         if verified.weak_algorithm {
             log::warn!(
                 "login of {:?} used a SHA-1 signature or digest (allowed by idp.allow_sha1)",
@@ -320,19 +341,22 @@ impl Logins {
             if let Some(live) = session_cookie.and_then(|c| self.sessions.lookup(c, now)) {
                 return Ok(LoginDone {
                     session_token: None,
-                    return_to: pending.return_to.clone(),
+                    return_to: return_to.clone(),
                     username: live.username.clone(),
                     changes: None,
                 });
             }
             return Err(LoginError::Replay(verified.assertion_id));
         }
-        let browser_ok = state_cookie.is_some_and(|c| session::hash_token(c) == pending.browser);
-        if !browser_ok {
-            return Err(LoginError::OtherBrowser);
-        }
-        if pending.finished.swap(true, Ordering::SeqCst) {
-            return Err(LoginError::AlreadyFinished);
+        if let Some(pending) = &pending {
+            let browser_ok =
+                state_cookie.is_some_and(|c| session::hash_token(c) == pending.browser);
+            if !browser_ok {
+                return Err(LoginError::OtherBrowser);
+            }
+            if pending.finished.swap(true, Ordering::SeqCst) {
+                return Err(LoginError::AlreadyFinished);
+            }
         }
 
         if let Some(end) = verified.session_not_on_or_after {
@@ -398,7 +422,9 @@ impl Logins {
             Ok(Err(refused)) => return Err(refused),
             Err(e) => {
                 // Nothing was committed: let the browser try the same answer again.
-                pending.finished.store(false, Ordering::SeqCst);
+                if let Some(p) = &pending {
+                    p.finished.store(false, Ordering::SeqCst);
+                }
                 return Err(e.into());
             }
         };
@@ -416,7 +442,7 @@ impl Logins {
         );
         Ok(LoginDone {
             session_token: Some(token),
-            return_to: pending.return_to.clone(),
+            return_to,
             username: user.username,
             changes: Some(changes),
         })

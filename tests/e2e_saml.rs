@@ -1003,3 +1003,53 @@ fn an_encrypted_assertion_under_a_response_signature_still_has_its_content_check
         no_users(&mut h);
     }
 }
+
+#[test]
+fn idp_initiated_login_when_allowed_keeps_replay_and_redirect_checks() {
+    let mut h = Harness::start_with(Opts {
+        idp: "allow_idp_initiated = true".into(),
+        ..Opts::default()
+    });
+    assert!(
+        h.gateway_log().contains("allow_idp_initiated = true"),
+        "the loosening is logged"
+    );
+    let unsolicited = |h: &Harness| {
+        let r = common::request("POST", &h.idp_url("/control/unsolicited"), &[], b"").json();
+        r["SAMLResponse"].as_str().unwrap().to_string()
+    };
+    let acs = h.url("/_saml/acs");
+    h.idp_next(user("alice"));
+    for (relay, lands) in [
+        (Some("/deep?x=1".to_string()), h.url("/deep?x=1")),
+        (Some(h.url("/from-okta")), h.url("/from-okta")),
+        (Some("https://evil.test/x".to_string()), h.url("/")),
+        (Some("//evil.test/x".to_string()), h.url("/")),
+        (None, h.url("/")),
+    ] {
+        let sr = unsolicited(&h);
+        let mut b = h.browser();
+        let r = b.post_acs(&acs, Some(&sr), relay.as_deref());
+        assert_eq!(r.status, 303, "{relay:?}: {}", r.text());
+        assert_eq!(r.header("location").unwrap(), lands, "{relay:?}");
+        assert!(b.jar.contains_key("samlgate_session"));
+
+        // The same answer again, from another browser: a replay.
+        let again = h.browser().post_acs(&acs, Some(&sr), relay.as_deref());
+        assert_eq!(again.status, 400);
+        assert!(again.text().contains("already used"), "{}", again.text());
+    }
+
+    // An answer to a request some browser started is never taken as unsolicited.
+    let mut other = h.browser();
+    let (_, form) = other.visit_to_idp(&h.url("/"));
+    let r = h
+        .browser()
+        .post_acs(&acs, Some(&form.saml_response), Some("/deep"));
+    assert_rejected(
+        &mut h,
+        &r,
+        "does not belong to a sign-in",
+        "answers no request",
+    );
+}

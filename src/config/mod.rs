@@ -135,6 +135,8 @@ pub struct IdpConfig {
     pub max_issue_delay: Duration,
     /// Which element a valid signature must cover. Never "none".
     pub require_signed: SignedElement,
+    /// Accept IdP-initiated (unsolicited) responses.
+    pub allow_idp_initiated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -693,7 +695,15 @@ impl Config {
                 ))
             }
         };
+        let allow_idp_initiated = raw.idp.allow_idp_initiated.unwrap_or(false);
+        if allow_idp_initiated {
+            log::warn!(
+                "{}: idp.allow_idp_initiated = true: unsolicited logins are accepted; they cannot be tied to the browser that posts them (login CSRF), replay protection still holds",
+                file.display()
+            );
+        }
         let idp = IdpConfig {
+            allow_idp_initiated,
             require_signed,
             metadata_file,
             allowed_algorithms,

@@ -98,6 +98,7 @@ pub struct RawIdp {
     pub clock_skew_seconds: Option<u64>,
     pub max_issue_delay_seconds: Option<u64>,
     pub require_signed: Option<String>,
+    pub allow_idp_initiated: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -64,6 +64,12 @@ pub struct ServiceProvider {
     /// was verified before decryption and the assertion carries none of its own. Never used
     /// on anything that signature did not cover (`decrypt.rs`).
     content_only: samael::service_provider::ServiceProvider,
+    /// With `idp.allow_idp_initiated`: samael as `inner` and `content_only`, but taking
+    /// responses that answer no request.
+    unsolicited: Option<(
+        samael::service_provider::ServiceProvider,
+        samael::service_provider::ServiceProvider,
+    )>,
     decryption_keys: Vec<keys::KeyPair>,
     /// Signs AuthnRequests (when configured), LogoutRequests and LogoutResponses.
     signing_key: Option<keys::KeyPair>,
@@ -97,6 +103,10 @@ fn silence_xmlsec() {
 }
 
 impl ServiceProvider {
+    pub fn allows_idp_initiated(&self) -> bool {
+        self.unsolicited.is_some()
+    }
+
     pub fn new(cfg: &Config) -> Result<Self, SetupError> {
         silence_xmlsec();
         let file = cfg.idp.metadata_file.display().to_string();
@@ -198,7 +208,15 @@ impl ServiceProvider {
             .filter_map(|c| c.public_key().ok())
             .collect();
 
+        let unsolicited = cfg.idp.allow_idp_initiated.then(|| {
+            let mut a = inner.clone();
+            let mut b = content_only.clone();
+            a.allow_idp_initiated = true;
+            b.allow_idp_initiated = true;
+            (a, b)
+        });
         Ok(ServiceProvider {
+            unsolicited,
             content_only,
             decryption_keys,
             require_encryption: cfg.sp.require_encrypted_assertions,

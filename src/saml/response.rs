@@ -72,6 +72,23 @@ impl ServiceProvider {
         form_field: &str,
         expected_request_id: &str,
     ) -> Result<VerifiedAssertion, SamlError> {
+        self.verify(form_field, Some(expected_request_id))
+    }
+
+    /// Verify an IdP-initiated (unsolicited) SAMLResponse: it must answer no request at all.
+    /// Refused unless `idp.allow_idp_initiated`.
+    pub fn verify_unsolicited(&self, form_field: &str) -> Result<VerifiedAssertion, SamlError> {
+        if self.unsolicited.is_none() {
+            return Err(SamlError::Unsolicited);
+        }
+        self.verify(form_field, None)
+    }
+
+    fn verify(
+        &self,
+        form_field: &str,
+        expected_request_id: Option<&str>,
+    ) -> Result<VerifiedAssertion, SamlError> {
         if form_field.is_empty() {
             return Err(SamlError::MissingResponse);
         }
@@ -102,13 +119,17 @@ impl ServiceProvider {
 
         // The Response signature of an encrypted message was verified before decryption; if
         // the Assertion has no signature of its own, samael checks only its content.
-        let samael = if response_verified && !envelope.assertion_signed {
-            &self.content_only
-        } else {
-            &self.inner
+        let content_only = response_verified && !envelope.assertion_signed;
+        let samael = match (&self.unsolicited, expected_request_id, content_only) {
+            (_, Some(_), false) => &self.inner,
+            (_, Some(_), true) => &self.content_only,
+            (Some((inner, _)), None, false) => inner,
+            (Some((_, content)), None, true) => content,
+            (None, None, _) => return Err(SamlError::Unsolicited),
         };
+        let expected: Vec<&str> = expected_request_id.into_iter().collect();
         let assertion = samael
-            .parse_xml_response(&xml, Some(&[expected_request_id]))
+            .parse_xml_response(&xml, expected_request_id.map(|_| &expected[..]))
             .map_err(|e| match SamlError::from(e) {
                 SamlError::Time(m) => SamlError::Time(format!(
                     "{m}; gateway clock {}",
@@ -127,7 +148,7 @@ impl ServiceProvider {
     fn inspect(
         &self,
         xml: &str,
-        expected_request_id: &str,
+        expected_request_id: Option<&str>,
         now: DateTime<Utc>,
         response_verified: bool,
     ) -> Result<Envelope, SamlError> {
@@ -278,12 +299,26 @@ impl ServiceProvider {
             .descendants()
             .find(|n| n.has_tag_name((NS_ASSERTION, "SubjectConfirmationData")))
             .and_then(|n| n.attribute("InResponseTo"));
-        match (root.attribute("InResponseTo"), confirmation_irt) {
-            (None, None) => return Err(SamlError::Unsolicited),
-            (Some(got), _) | (None, Some(got)) if got != expected_request_id => {
+        match (
+            root.attribute("InResponseTo"),
+            confirmation_irt,
+            expected_request_id,
+        ) {
+            (None, None, Some(_)) => return Err(SamlError::Unsolicited),
+            (Some(got), _, Some(expected)) | (None, Some(got), Some(expected))
+                if got != expected =>
+            {
                 return Err(SamlError::InResponseToMismatch {
                     got: got.to_string(),
-                    expected: expected_request_id.to_string(),
+                    expected: expected.to_string(),
+                })
+            }
+            // IdP-initiated: an answer to some request is never accepted as unsolicited
+            // (it was meant for a login that a browser started somewhere).
+            (Some(got), _, None) | (None, Some(got), None) => {
+                return Err(SamlError::InResponseToMismatch {
+                    got: got.to_string(),
+                    expected: "none (an IdP-initiated login answers no request)".into(),
                 })
             }
             _ => {}
