@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod directory;
 pub mod http_service;
+pub mod idp_metadata;
 pub mod login;
 pub mod logout;
 pub mod metrics;

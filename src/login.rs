@@ -152,7 +152,8 @@ pub struct LoginDone {
 }
 
 pub struct Logins {
-    sp: ServiceProvider,
+    /// Swapped whole when refreshed IdP metadata is put in use (`idp_metadata.rs`).
+    sp: arc_swap::ArcSwap<ServiceProvider>,
     public_url: String,
     store: Store,
     sessions: Arc<Sessions>,
@@ -206,7 +207,7 @@ impl Logins {
         metrics: Arc<Metrics>,
     ) -> Logins {
         Logins {
-            sp,
+            sp: arc_swap::ArcSwap::from_pointee(sp),
             store,
             sessions,
             pending: moka::sync::Cache::builder()
@@ -222,8 +223,14 @@ impl Logins {
         }
     }
 
-    pub fn sp(&self) -> &ServiceProvider {
-        &self.sp
+    pub fn sp(&self) -> Arc<ServiceProvider> {
+        self.sp.load_full()
+    }
+
+    /// Put a service provider built from refreshed IdP metadata in use. Logins already
+    /// started keep their request ids, which do not depend on the metadata.
+    pub fn replace_sp(&self, sp: ServiceProvider) {
+        self.sp.store(Arc::new(sp));
     }
 
     /// Where an IdP-initiated login lands: the RelayState when it is a path here, or a URL
@@ -255,7 +262,7 @@ impl Logins {
         };
         // 16 random bytes, 22 characters: well under the 80 bytes RelayState allows.
         let relay_state = random_token(16);
-        let redirect = self.sp.authn_redirect(&relay_state)?;
+        let redirect = self.sp.load().authn_redirect(&relay_state)?;
         self.pending.insert(
             relay_state,
             Arc::new(PendingLogin {
@@ -311,15 +318,16 @@ impl Logins {
         let saml_response = saml_response.ok_or(SamlError::MissingResponse)?;
         let relay_state = relay_state.filter(|r| !r.is_empty());
         let pending = relay_state.and_then(|r| self.pending.get(r));
+        let sp = self.sp.load();
         let (verified, return_to) = match &pending {
             Some(p) => (
-                self.sp.verify_response(saml_response, &p.request_id)?,
+                sp.verify_response(saml_response, &p.request_id)?,
                 p.return_to.clone(),
             ),
             // IdP-initiated, when allowed: the RelayState (if any) is the target, and it
             // passes the same open-redirect check as any return path.
-            None if self.sp.allows_idp_initiated() => (
-                self.sp.verify_unsolicited(saml_response)?,
+            None if sp.allows_idp_initiated() => (
+                sp.verify_unsolicited(saml_response)?,
                 self.idp_initiated_target(relay_state),
             ),
             None if relay_state.is_none() => return Err(LoginError::MissingRelayState),

@@ -15,7 +15,7 @@ use crate::login::Logins;
 use crate::logout::Logouts;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::saml::{self, ServiceProvider};
+use crate::saml;
 use crate::session::Sessions;
 use crate::store::{Store, StoreError};
 
@@ -48,7 +48,7 @@ pub struct App {
 
 impl App {
     pub fn build(cfg: Config) -> Result<App, StartError> {
-        let sp = ServiceProvider::new(&cfg)?;
+        let sp = crate::idp_metadata::at_start(&cfg)?;
         let store = Store::open(&cfg.store_path)?;
         let sessions = Arc::new(Sessions::new(store.clone(), &cfg.session));
         let metrics = Arc::new(Metrics::default());
@@ -147,6 +147,7 @@ pub fn run(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    crate::idp_metadata::spawn_refresh(cfg.clone(), app.logins.clone());
 
     let gateway = Gateway {
         cfg: cfg.clone(),

@@ -137,6 +137,13 @@ pub struct IdpConfig {
     pub require_signed: SignedElement,
     /// Accept IdP-initiated (unsolicited) responses.
     pub allow_idp_initiated: bool,
+    /// Fetch the metadata from here (https), keeping the last good copy in `metadata_file`.
+    pub metadata_url: Option<String>,
+    pub metadata_refresh: Duration,
+    /// Extra trust anchors (PEM) for the metadata fetch, besides the system's.
+    pub metadata_ca_file: Option<PathBuf>,
+    /// Signing certificates given in the config (base64 DER), added to the metadata's.
+    pub certificates: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -695,6 +702,35 @@ impl Config {
                 ))
             }
         };
+        let metadata_url = match raw.idp.metadata_url {
+            None => None,
+            Some(u) if u.starts_with("https://") => Some(u),
+            Some(u) if u.starts_with("http://") => {
+                return Err(invalid(
+                    "idp.metadata_url",
+                    format!("`{u}` is plain http: the metadata decides which keys are trusted, so it is fetched over https only"),
+                ))
+            }
+            Some(u) => {
+                return Err(invalid(
+                    "idp.metadata_url",
+                    format!("`{u}` is not an https:// URL"),
+                ))
+            }
+        };
+        let refresh = raw.idp.metadata_refresh_seconds.unwrap_or(3600);
+        if refresh < 5 {
+            return Err(invalid(
+                "idp.metadata_refresh_seconds",
+                format!("{refresh} is below the minimum of 5"),
+            ));
+        }
+        let mut certificates = Vec::new();
+        for (i, text) in raw.idp.certificates.unwrap_or_default().iter().enumerate() {
+            let b64 = certificate_base64(text)
+                .map_err(|why| invalid("idp.certificates", format!("entry {}: {why}", i + 1)))?;
+            certificates.push(b64);
+        }
         let allow_idp_initiated = raw.idp.allow_idp_initiated.unwrap_or(false);
         if allow_idp_initiated {
             log::warn!(
@@ -703,6 +739,10 @@ impl Config {
             );
         }
         let idp = IdpConfig {
+            metadata_url,
+            metadata_refresh: Duration::from_secs(refresh),
+            metadata_ca_file: raw.idp.metadata_ca_file.as_deref().map(resolve),
+            certificates,
             allow_idp_initiated,
             require_signed,
             metadata_file,
@@ -1194,6 +1234,25 @@ fn check_tls_files(files: &TlsFiles) -> Result<(), String> {
         Ok(None) => Err(format!("{} holds no PEM private key", files.key.display())),
         Err(e) => Err(format!("{} is not PEM: {e}", files.key.display())),
     }
+}
+
+/// A certificate as PEM or bare base64 (the two forms IdP admin pages hand out), checked to
+/// be an X.509 certificate, as base64 DER on one line.
+fn certificate_base64(text: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<String>()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .map_err(|_| "not PEM or base64".to_string())?;
+    openssl::x509::X509::from_der(&der).map_err(|_| "not an X.509 certificate".to_string())?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(der))
 }
 
 #[cfg(test)]

@@ -99,6 +99,10 @@ pub struct RawIdp {
     pub max_issue_delay_seconds: Option<u64>,
     pub require_signed: Option<String>,
     pub allow_idp_initiated: Option<bool>,
+    pub metadata_url: Option<String>,
+    pub metadata_refresh_seconds: Option<u64>,
+    pub metadata_ca_file: Option<String>,
+    pub certificates: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -34,7 +34,7 @@ pub enum SetupError {
     },
     #[error("{file}: not valid SAML metadata: {message}")]
     ParseMetadata { file: String, message: String },
-    #[error("{file}: the IdP metadata has no signing certificate (KeyDescriptor use=\"signing\" or without use); refusing to start, since nothing could be verified")]
+    #[error("{file}: the IdP metadata has no signing certificate (KeyDescriptor use=\"signing\" or without use) and idp.certificates adds none; refusing to start, since nothing could be verified")]
     NoSigningCertificate { file: String },
     #[error("{file}: the IdP metadata has a certificate that cannot be parsed: {message}")]
     BadCertificate { file: String, message: String },
@@ -42,6 +42,8 @@ pub enum SetupError {
     NoRedirectSso { file: String },
     #[error("{file}: the IdP metadata has no entityID")]
     NoEntityId { file: String },
+    #[error("{file}: the IdP metadata expired (validUntil {valid_until}); get a current copy from the IdP")]
+    Expired { file: String, valid_until: String },
     #[error("{file} (key `{what}`): {message}")]
     KeyPair {
         what: &'static str,
@@ -103,12 +105,36 @@ fn silence_xmlsec() {
 }
 
 impl ServiceProvider {
+    /// The metadata's validUntil, if it has one.
+    pub fn valid_until(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inner.idp_metadata.valid_until
+    }
+
+    /// SHA-256 fingerprints (hex) of the IdP signing certificates in use.
+    pub fn idp_key_fingerprints(&self) -> Vec<String> {
+        use sha2::Digest as _;
+        self.inner
+            .idp_signing_certs()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                sha2::Sha256::digest(c.der_data())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            })
+            .collect()
+    }
+
     pub fn allows_idp_initiated(&self) -> bool {
         self.unsolicited.is_some()
     }
 
+    /// From the IdP metadata in `idp.metadata_file` (with `idp.metadata_url`, the last good
+    /// copy fetched).
     pub fn new(cfg: &Config) -> Result<Self, SetupError> {
-        silence_xmlsec();
         let file = cfg.idp.metadata_file.display().to_string();
         let xml = std::fs::read_to_string(&cfg.idp.metadata_file).map_err(|error| {
             SetupError::ReadMetadata {
@@ -117,8 +143,15 @@ impl ServiceProvider {
                 error,
             }
         })?;
+        Self::from_metadata(cfg, &xml, &file)
+    }
+
+    /// From IdP metadata text; `file` names where it came from in errors.
+    pub fn from_metadata(cfg: &Config, xml: &str, file: &str) -> Result<Self, SetupError> {
+        silence_xmlsec();
+        let file = file.to_string();
         // The metadata is operator-supplied but still parsed without DTDs.
-        if let Err(e) = roxmltree::Document::parse(&xml) {
+        if let Err(e) = roxmltree::Document::parse(xml) {
             return Err(SetupError::ParseMetadata {
                 file,
                 message: e.to_string(),
@@ -138,6 +171,34 @@ impl ServiceProvider {
                 if k.key_use.as_deref().is_none_or(str::is_empty) {
                     k.key_use = Some("signing".into());
                 }
+            }
+        }
+        if let Some(until) = idp_metadata.valid_until {
+            if until <= chrono::Utc::now() {
+                return Err(SetupError::Expired {
+                    file,
+                    valid_until: until.to_rfc3339(),
+                });
+            }
+        }
+        // Certificates given in the config join the metadata's signing keys.
+        if !cfg.idp.certificates.is_empty() {
+            let d = idp_metadata
+                .idp_sso_descriptors
+                .as_mut()
+                .and_then(|v| v.first_mut())
+                .ok_or_else(|| SetupError::NoRedirectSso { file: file.clone() })?;
+            for b64 in &cfg.idp.certificates {
+                d.key_descriptors.push(samael::metadata::KeyDescriptor {
+                    key_use: Some("signing".into()),
+                    key_info: samael::key_info::KeyInfo {
+                        id: None,
+                        x509_data: Some(samael::key_info::X509Data {
+                            certificates: vec![b64.clone()],
+                        }),
+                    },
+                    encryption_methods: None,
+                });
             }
         }
         let idp_entity_id = idp_metadata
