@@ -47,12 +47,12 @@ metadata_file = "idp.xml"
 default_groups = ["everyone"]
 "#;
     let cfg = Config::parse(&path, text).unwrap();
-    let sp = ServiceProvider::new(&cfg).unwrap();
+    let sp = ServiceProvider::new(&cfg, &cfg.idps[0]).unwrap();
     let store = Store::open(&cfg.store_path).unwrap();
     let sessions = Arc::new(Sessions::new(store.clone(), &cfg.session));
     let logins = Arc::new(Logins::new(
         &cfg,
-        sp,
+        vec![sp],
         store.clone(),
         sessions.clone(),
         Default::default(),
@@ -74,7 +74,7 @@ struct Answer {
 }
 
 fn answer(rig: &Rig, user: &str) -> Answer {
-    let start = rig.logins.start("/", None).unwrap();
+    let start = rig.logins.start(0, "/", None).unwrap();
     let (req, relay_state) = samlgate::demo::decode_redirect(&start.idp_url).unwrap();
     let attrs = vec![
         ("mail".to_string(), format!("{user}@corp.test")),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, IdpConfig};
 use crate::login::Logins;
 use crate::saml::{ServiceProvider, SetupError};
 
@@ -42,46 +42,49 @@ pub enum FetchError {
 
 /// At start: fetch, and on success save the copy; on failure fall back to the file if there
 /// is one. Returns the service provider to start with.
-pub fn at_start(cfg: &Config) -> Result<ServiceProvider, SetupError> {
-    let Some(url) = &cfg.idp.metadata_url else {
-        return ServiceProvider::new(cfg);
+pub fn at_start(cfg: &Config, idp: &IdpConfig) -> Result<ServiceProvider, SetupError> {
+    let Some(url) = &idp.metadata_url else {
+        return ServiceProvider::new(cfg, idp);
     };
     let fetched = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            rt.block_on(fetch(url, cfg.idp.metadata_ca_file.as_deref()))
+            rt.block_on(fetch(url, idp.metadata_ca_file.as_deref()))
                 .map_err(|e| e.to_string())
         });
     match fetched {
-        Ok(xml) => match ServiceProvider::from_metadata(cfg, &xml, url) {
+        Ok(xml) => match ServiceProvider::from_metadata(cfg, idp, &xml, url) {
             Ok(sp) => {
-                if let Err(e) = save(&cfg.idp.metadata_file, &xml) {
+                if let Err(e) = save(&idp.metadata_file, &xml) {
                     log::warn!("{e}");
                 }
                 log::info!("IdP metadata fetched from {url}");
                 Ok(sp)
             }
             Err(e) => {
-                log::error!("IdP metadata from {url} is not usable ({e}); starting from the last good copy {}", cfg.idp.metadata_file.display());
-                ServiceProvider::new(cfg)
+                log::error!("IdP metadata from {url} is not usable ({e}); starting from the last good copy {}", idp.metadata_file.display());
+                ServiceProvider::new(cfg, idp)
             }
         },
         Err(e) => {
             log::error!(
                 "IdP metadata could not be fetched ({e}); starting from the last good copy {}",
-                cfg.idp.metadata_file.display()
+                idp.metadata_file.display()
             );
-            ServiceProvider::new(cfg)
+            ServiceProvider::new(cfg, idp)
         }
     }
 }
 
 /// Refresh every `idp.metadata_refresh`, for the life of the process (its own thread and
 /// runtime: a slow IdP never holds up the proxy).
-pub fn spawn_refresh(cfg: Arc<Config>, logins: Arc<Logins>) {
-    let Some(url) = cfg.idp.metadata_url.clone() else {
+pub fn spawn_refresh(cfg: Arc<Config>, index: usize, logins: Arc<Logins>) {
+    let Some(idp) = cfg.idps.get(index).cloned() else {
+        return;
+    };
+    let Some(url) = idp.metadata_url.clone() else {
         return;
     };
     let spawned = std::thread::Builder::new()
@@ -97,17 +100,17 @@ pub fn spawn_refresh(cfg: Arc<Config>, logins: Arc<Logins>) {
                     return;
                 }
             };
-            let mut current = std::fs::read_to_string(&cfg.idp.metadata_file).unwrap_or_default();
+            let mut current = std::fs::read_to_string(&idp.metadata_file).unwrap_or_default();
             loop {
-                std::thread::sleep(cfg.idp.metadata_refresh);
-                match rt.block_on(refresh_once(&cfg, &logins, &url, &current)) {
+                std::thread::sleep(idp.metadata_refresh);
+                match rt.block_on(refresh_once(&cfg, &idp, index, &logins, &url, &current)) {
                     Ok(Some(xml)) => current = xml,
                     Ok(None) => log::debug!("IdP metadata at {url} unchanged"),
                     Err(e) => log::error!(
                         "IdP metadata refresh failed, the last good copy stays in use: {e}"
                     ),
                 }
-                if let Some(until) = logins.sp().valid_until() {
+                if let Some(until) = logins.idp_sp(index).valid_until() {
                     if until <= chrono::Utc::now() {
                         log::error!("the IdP metadata in use expired at {until} and no valid copy could be fetched from {url}");
                     }
@@ -122,20 +125,23 @@ pub fn spawn_refresh(cfg: Arc<Config>, logins: Arc<Logins>) {
 /// One refresh: `Ok(Some(new text))` when something changed and is now in use.
 async fn refresh_once(
     cfg: &Config,
+    idp: &IdpConfig,
+    index: usize,
     logins: &Logins,
     url: &str,
     current: &str,
 ) -> Result<Option<String>, FetchError> {
-    let xml = fetch(url, cfg.idp.metadata_ca_file.as_deref()).await?;
+    let xml = fetch(url, idp.metadata_ca_file.as_deref()).await?;
     if xml == current {
         return Ok(None);
     }
-    let sp =
-        ServiceProvider::from_metadata(cfg, &xml, url).map_err(|error| FetchError::Unusable {
+    let sp = ServiceProvider::from_metadata(cfg, idp, &xml, url).map_err(|error| {
+        FetchError::Unusable {
             url: url.into(),
             error,
-        })?;
-    let old = logins.sp();
+        }
+    })?;
+    let old = logins.idp_sp(index);
     if sp.idp_entity_id != old.idp_entity_id {
         return Err(FetchError::OtherEntity {
             url: url.into(),
@@ -144,8 +150,8 @@ async fn refresh_once(
         });
     }
     let changes = describe_changes(&old, &sp);
-    save(&cfg.idp.metadata_file, &xml)?;
-    logins.replace_sp(sp);
+    save(&idp.metadata_file, &xml)?;
+    logins.replace_sp(index, sp);
     log::warn!(
         "IdP metadata from {url} changed and is now in use: {}",
         if changes.is_empty() {

@@ -25,6 +25,8 @@ const MAX_PENDING_LOGINS: u64 = 100_000;
 
 /// A login the gateway started and the IdP has not answered yet.
 struct PendingLogin {
+    /// Index of the IdP it was sent to, in `Logins::idps`.
+    idp: usize,
     request_id: String,
     return_to: String,
     /// SHA-256 of the browser's state cookie: only that browser may finish this login.
@@ -151,9 +153,31 @@ pub struct LoginDone {
     pub changes: Option<Changes>,
 }
 
-pub struct Logins {
+/// One configured IdP and the service provider that talks to it.
+pub struct IdpEntry {
+    pub name: String,
+    pub display_name: String,
+    pub hosts: Vec<String>,
     /// Swapped whole when refreshed IdP metadata is put in use (`idp_metadata.rs`).
     sp: arc_swap::ArcSwap<ServiceProvider>,
+}
+
+impl IdpEntry {
+    pub fn sp(&self) -> Arc<ServiceProvider> {
+        self.sp.load_full()
+    }
+}
+
+/// Which IdP a login goes to.
+pub enum IdpChoice {
+    Idp(usize),
+    /// Several IdPs and nothing says which: show the discovery page.
+    Ask,
+}
+
+pub struct Logins {
+    /// In config order; the first is the default.
+    idps: Vec<IdpEntry>,
     public_url: String,
     store: Store,
     sessions: Arc<Sessions>,
@@ -199,15 +223,27 @@ pub fn safe_return_path(target: &str) -> String {
 }
 
 impl Logins {
+    /// `sps` in the order of `cfg.idps`.
     pub fn new(
         cfg: &Config,
-        sp: ServiceProvider,
+        sps: Vec<ServiceProvider>,
         store: Store,
         sessions: Arc<Sessions>,
         metrics: Arc<Metrics>,
     ) -> Logins {
+        let idps = cfg
+            .idps
+            .iter()
+            .zip(sps)
+            .map(|(c, sp)| IdpEntry {
+                name: c.name.clone(),
+                display_name: c.display_name.clone(),
+                hosts: c.hosts.clone(),
+                sp: arc_swap::ArcSwap::from_pointee(sp),
+            })
+            .collect();
         Logins {
-            sp: arc_swap::ArcSwap::from_pointee(sp),
+            idps,
             store,
             sessions,
             pending: moka::sync::Cache::builder()
@@ -223,14 +259,63 @@ impl Logins {
         }
     }
 
+    /// The default (first) IdP's service provider; what is the same for every IdP (our SP
+    /// metadata) comes from here.
     pub fn sp(&self) -> Arc<ServiceProvider> {
-        self.sp.load_full()
+        self.idps[0].sp()
+    }
+
+    pub fn idps(&self) -> &[IdpEntry] {
+        &self.idps
+    }
+
+    pub fn idp_sp(&self, index: usize) -> Arc<ServiceProvider> {
+        self.idps[index.min(self.idps.len() - 1)].sp()
+    }
+
+    /// The service provider for the IdP with this entity id.
+    pub fn sp_for_entity(&self, entity_id: &str) -> Option<Arc<ServiceProvider>> {
+        self.idps
+            .iter()
+            .map(IdpEntry::sp)
+            .find(|sp| sp.idp_entity_id == entity_id)
+    }
+
+    /// The service provider a message claims to come from (by its unverified Issuer), else
+    /// the default one, whose checks then refuse it by name.
+    pub fn sp_for_issuer(&self, issuer: Option<String>) -> Arc<ServiceProvider> {
+        if self.idps.len() == 1 {
+            return self.sp();
+        }
+        issuer
+            .and_then(|i| self.sp_for_entity(&i))
+            .unwrap_or_else(|| self.sp())
     }
 
     /// Put a service provider built from refreshed IdP metadata in use. Logins already
     /// started keep their request ids, which do not depend on the metadata.
-    pub fn replace_sp(&self, sp: ServiceProvider) {
-        self.sp.store(Arc::new(sp));
+    pub fn replace_sp(&self, index: usize, sp: ServiceProvider) {
+        if let Some(e) = self.idps.get(index) {
+            e.sp.store(Arc::new(sp));
+        }
+    }
+
+    /// The IdP for a login: the one asked for by name, else the one the host belongs to,
+    /// else the only one; with several and no hint, the visitor is asked.
+    pub fn choose(&self, requested: Option<&str>, host: Option<&str>) -> IdpChoice {
+        if let Some(i) = requested.and_then(|n| self.idps.iter().position(|e| e.name == n)) {
+            return IdpChoice::Idp(i);
+        }
+        if let Some(h) = host.map(str::to_ascii_lowercase) {
+            if let Some(i) = self.idps.iter().position(|e| e.hosts.contains(&h)) {
+                return IdpChoice::Idp(i);
+            }
+        }
+        if self.idps.len() == 1 {
+            IdpChoice::Idp(0)
+        } else {
+            IdpChoice::Ask
+        }
     }
 
     /// Where an IdP-initiated login lands: the RelayState when it is a path here, or a URL
@@ -250,9 +335,11 @@ impl Logins {
     /// Begin a login that will come back to `return_to`.
     pub fn start(
         &self,
+        idp: usize,
         return_to: &str,
         state_cookie: Option<&str>,
     ) -> Result<LoginStart, LoginError> {
+        let idp = idp.min(self.idps.len() - 1);
         let (cookie, new_state_cookie) = match state_cookie.filter(|c| c.len() == 22) {
             Some(c) => (c.to_string(), None),
             None => {
@@ -262,10 +349,11 @@ impl Logins {
         };
         // 16 random bytes, 22 characters: well under the 80 bytes RelayState allows.
         let relay_state = random_token(16);
-        let redirect = self.sp.load().authn_redirect(&relay_state)?;
+        let redirect = self.idps[idp].sp.load().authn_redirect(&relay_state)?;
         self.pending.insert(
             relay_state,
             Arc::new(PendingLogin {
+                idp,
                 request_id: redirect.request_id,
                 return_to: safe_return_path(return_to),
                 browser: session::hash_token(&cookie),
@@ -318,20 +406,28 @@ impl Logins {
         let saml_response = saml_response.ok_or(SamlError::MissingResponse)?;
         let relay_state = relay_state.filter(|r| !r.is_empty());
         let pending = relay_state.and_then(|r| self.pending.get(r));
-        let sp = self.sp.load();
+        // An unsolicited answer is routed by the Issuer it claims; that IdP's keys then
+        // decide whether the claim holds.
+        let unsolicited_sp = || match self.idps.len() {
+            1 => Some(self.idps[0].sp()),
+            _ => crate::saml::peek_issuer(saml_response).and_then(|i| self.sp_for_entity(&i)),
+        };
         let (verified, return_to) = match &pending {
             Some(p) => (
-                sp.verify_response(saml_response, &p.request_id)?,
+                self.idp_sp(p.idp)
+                    .verify_response(saml_response, &p.request_id)?,
                 p.return_to.clone(),
             ),
             // IdP-initiated, when allowed: the RelayState (if any) is the target, and it
             // passes the same open-redirect check as any return path.
-            None if sp.allows_idp_initiated() => (
-                sp.verify_unsolicited(saml_response)?,
-                self.idp_initiated_target(relay_state),
-            ),
-            None if relay_state.is_none() => return Err(LoginError::MissingRelayState),
-            None => return Err(LoginError::UnknownRelayState),
+            None => match unsolicited_sp().filter(|sp| sp.allows_idp_initiated()) {
+                Some(sp) => (
+                    sp.verify_unsolicited(saml_response)?,
+                    self.idp_initiated_target(relay_state),
+                ),
+                None if relay_state.is_none() => return Err(LoginError::MissingRelayState),
+                None => return Err(LoginError::UnknownRelayState),
+            },
         };
         if verified.weak_algorithm {
             log::warn!(

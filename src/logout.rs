@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::login::Logins;
-use crate::saml::{IdpLogoutRequest, SamlError, SloMessage};
+use crate::saml::{IdpLogoutRequest, SamlError, ServiceProvider, SloMessage};
 use crate::session::{hash_token, Sessions, TokenHash};
 use crate::store::{Store, StoreError};
 
@@ -96,9 +96,15 @@ impl Logouts {
         let Some(name_id) = &record.name_id else {
             return Ok(LocalLogout { idp_url: None });
         };
-        let url = self
-            .logins
-            .sp()
+        // The IdP that vouched for this user.
+        let sp = match self.store.user(record.user_id).ok().flatten() {
+            Some(u) => match self.logins.sp_for_entity(&u.idp) {
+                Some(sp) => sp,
+                None => return Ok(LocalLogout { idp_url: None }),
+            },
+            None => return Ok(LocalLogout { idp_url: None }),
+        };
+        let url = sp
             .logout_request_url(
                 name_id,
                 record.name_id_format.as_deref(),
@@ -113,8 +119,13 @@ impl Logouts {
         Ok(LocalLogout { idp_url: url })
     }
 
-    /// A message at our SingleLogoutService.
-    pub async fn from_idp(&self, msg: SloMessage, now: i64) -> Result<SloOutcome, LogoutError> {
+    /// A message at our SingleLogoutService, verified by `sp` (the IdP it came from).
+    pub async fn from_idp(
+        &self,
+        sp: &ServiceProvider,
+        msg: SloMessage,
+        now: i64,
+    ) -> Result<SloOutcome, LogoutError> {
         let (request, relay_state) = match msg {
             SloMessage::Response { status } => return Ok(SloOutcome::IdpAnswered { status }),
             SloMessage::Request {
@@ -122,8 +133,7 @@ impl Logouts {
                 relay_state,
             } => (request, relay_state),
         };
-        let ended = self.end_named(&request, now).await?;
-        let sp = self.logins.sp();
+        let ended = self.end_named(sp, &request, now).await?;
         match sp.logout_response_url(&request.id, true, relay_state.as_deref(), to_time(now))? {
             Some(url) => Ok(SloOutcome::Answer { url, ended }),
             None => Ok(SloOutcome::Ended { ended }),
@@ -132,7 +142,21 @@ impl Logouts {
 
     /// End the sessions the request names: its NameID, and one of its SessionIndexes when it
     /// lists any. One transaction with the replay record and the audit lines.
-    async fn end_named(&self, request: &IdpLogoutRequest, now: i64) -> Result<usize, LogoutError> {
+    async fn end_named(
+        &self,
+        sp: &ServiceProvider,
+        request: &IdpLogoutRequest,
+        now: i64,
+    ) -> Result<usize, LogoutError> {
+        let idp = sp.idp_entity_id.clone();
+        // A NameID means something only at the IdP that issued it.
+        let of_this_idp = |uid: u64| {
+            self.store
+                .user(uid)
+                .ok()
+                .flatten()
+                .is_some_and(|u| u.idp == idp)
+        };
         let named: Vec<(TokenHash, u64)> = self
             .store
             .sessions()?
@@ -145,8 +169,8 @@ impl Logouts {
                         .is_some_and(|i| request.session_indexes.contains(i))
             })
             .map(|(h, s)| (h, s.user_id))
+            .filter(|(_, uid)| of_this_idp(*uid))
             .collect();
-        let idp = self.logins.sp().idp_entity_id.clone();
         let id = request.id.clone();
         let until = request.replay_until.timestamp();
         let indexes = request.session_indexes.clone();

@@ -117,12 +117,15 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let cfg = Config::load(&config)?;
-            samlgate::saml::ServiceProvider::new(&cfg)?;
+            for idp in &cfg.idps {
+                samlgate::saml::ServiceProvider::new(&cfg, idp)?;
+            }
             println!("{}: ok", config.display());
         }
         Command::Metadata { config } => {
             let cfg = Config::load(&config)?;
-            let sp = samlgate::saml::ServiceProvider::new(&cfg)?;
+            // Our metadata is the same whichever IdP it is handed to.
+            let sp = samlgate::saml::ServiceProvider::new(&cfg, &cfg.idps[0])?;
             print!("{}", sp.sp_metadata_xml());
         }
         Command::Users { config, json, cmd } => {

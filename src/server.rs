@@ -48,13 +48,17 @@ pub struct App {
 
 impl App {
     pub fn build(cfg: Config) -> Result<App, StartError> {
-        let sp = crate::idp_metadata::at_start(&cfg)?;
+        let sps = cfg
+            .idps
+            .iter()
+            .map(|idp| crate::idp_metadata::at_start(&cfg, idp))
+            .collect::<Result<Vec<_>, _>>()?;
         let store = Store::open(&cfg.store_path)?;
         let sessions = Arc::new(Sessions::new(store.clone(), &cfg.session));
         let metrics = Arc::new(Metrics::default());
         let logins = Arc::new(Logins::new(
             &cfg,
-            sp,
+            sps,
             store.clone(),
             sessions.clone(),
             metrics.clone(),
@@ -147,7 +151,9 @@ pub fn run(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    crate::idp_metadata::spawn_refresh(cfg.clone(), app.logins.clone());
+    for i in 0..cfg.idps.len() {
+        crate::idp_metadata::spawn_refresh(cfg.clone(), i, app.logins.clone());
+    }
 
     let gateway = Gateway {
         cfg: cfg.clone(),
@@ -198,7 +204,12 @@ pub fn run(
         cfg.server.listen,
         cfg.server.public_url,
         cfg.upstream.address,
-        app.logins.sp().idp_entity_id
+        app.logins
+            .idps()
+            .iter()
+            .map(|e| format!("{} ({})", e.name, e.sp().idp_entity_id))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     server.run_forever()
 }

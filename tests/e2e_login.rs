@@ -282,25 +282,42 @@ fn a_session_survives_a_gateway_restart() {
 
 #[test]
 fn logout_ends_the_session() {
-    let h = Harness::start();
-    h.idp_next(alice(&["a"]));
-    let mut b = h.browser();
-    b.login(&h.url("/"));
-    let old = b
-        .jar
-        .get("samlgate_session")
-        .cloned()
-        .expect("session cookie");
-    let out = b.get(&h.url("/_saml/logout"));
-    assert_eq!(out.status, 200);
-    assert!(
-        !b.jar.contains_key("samlgate_session"),
-        "the cookie is cleared"
-    );
-    // The old token itself is dead, not just forgotten by this browser.
-    b.jar.insert("samlgate_session".into(), old);
-    let r = b.get(&h.url("/again"));
-    assert_eq!(r.status, 302, "logged out: back to the IdP");
+    // With single logout on (the default, and this IdP has a SingleLogoutService) the browser
+    // goes on to the IdP; with it off, it gets the signed-out page. Either way the session
+    // is over here at once.
+    for single_logout in [true, false] {
+        let h = Harness::start_with(Opts {
+            sp: format!("single_logout = {single_logout}"),
+            ..Opts::default()
+        });
+        h.idp_next(alice(&["a"]));
+        let mut b = h.browser();
+        b.login(&h.url("/"));
+        let old = b
+            .jar
+            .get("samlgate_session")
+            .cloned()
+            .expect("session cookie");
+        let out = b.get(&h.url("/_saml/logout"));
+        if single_logout {
+            assert_eq!(out.status, 302);
+            assert!(out
+                .header("location")
+                .unwrap()
+                .starts_with(&h.idp_url("/slo?")));
+        } else {
+            assert_eq!(out.status, 200);
+            assert!(out.text().contains("You are signed out"));
+        }
+        assert!(
+            !b.jar.contains_key("samlgate_session"),
+            "the cookie is cleared"
+        );
+        // The old token itself is dead, not just forgotten by this browser.
+        b.jar.insert("samlgate_session".into(), old);
+        let r = b.get(&h.url("/again"));
+        assert_eq!(r.status, 302, "logged out: back to the IdP");
+    }
 }
 
 #[test]

@@ -175,7 +175,8 @@ fn the_acs_never_panics_and_accepts_only_what_the_idp_signed() {
         ..Opts::default()
     });
     let config = samlgate::config::Config::load(&h.config_path).expect("config");
-    let sp = samlgate::saml::ServiceProvider::new(&config).expect("service provider");
+    let sp =
+        samlgate::saml::ServiceProvider::new(&config, &config.idps[0]).expect("service provider");
     let corpus = genuine_responses(&h);
 
     // Every genuine response verifies unmutated (so mutations start from accepted input).

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use raw::RawConfig;
+use raw::{RawConfig, RawIdp};
 
 /// A config problem, phrased for the operator who has to fix the file.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +25,7 @@ pub enum ConfigError {
     #[error("{file}: key `{key}`: {message}")]
     Invalid {
         file: PathBuf,
-        key: &'static str,
+        key: String,
         message: String,
     },
 }
@@ -43,7 +43,8 @@ pub struct Config {
     pub store_path: PathBuf,
     pub session: SessionConfig,
     pub sp: SpConfig,
-    pub idp: IdpConfig,
+    /// At least one; the first is the default.
+    pub idps: Vec<IdpConfig>,
     pub attributes: AttributeMap,
     pub provisioning: ProvisioningPolicy,
     pub headers: HeaderNames,
@@ -127,6 +128,15 @@ pub struct KeyPairFiles {
 
 #[derive(Debug, Clone)]
 pub struct IdpConfig {
+    /// Where it is in the file (`idp` or `idps[N]`), for messages.
+    pub at: String,
+    /// Short name, in URLs (`/_saml/login?idp=`) and logs; "default" for a lone `[idp]`.
+    pub name: String,
+    /// Shown on the discovery page.
+    pub display_name: String,
+    /// Host names (lower case, with port if not the default) whose visitors go to this IdP
+    /// without being asked.
+    pub hosts: Vec<String>,
     pub metadata_file: PathBuf,
     /// Allowed SignatureMethod and DigestMethod URIs.
     pub allowed_algorithms: Vec<String>,
@@ -388,9 +398,9 @@ impl Config {
     }
 
     fn from_raw(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
             file: file.to_path_buf(),
-            key,
+            key: key.to_string(),
             message,
         };
         let base = file.parent().unwrap_or(Path::new("."));
@@ -643,113 +653,52 @@ impl Config {
             ));
         }
 
-        // [idp]
-        let metadata_file = raw.idp.metadata_file.ok_or_else(|| {
-            invalid(
-                "idp.metadata_file",
-                "is required: the IdP's SAML metadata XML".into(),
-            )
-        })?;
-        let metadata_file = resolve(&metadata_file);
-        let allow_sha1 = raw.idp.allow_sha1.unwrap_or(false);
-        let mut allowed_algorithms: Vec<String> = match raw.idp.allowed_signature_algorithms {
-            None => DEFAULT_ALGORITHMS.iter().map(|s| s.to_string()).collect(),
-            Some(list) => {
-                let mut out = Vec::new();
-                for name in &list {
-                    let uris = algorithm_uris(name).ok_or_else(|| {
-                        invalid(
-                            "idp.allowed_signature_algorithms",
-                            format!("unknown algorithm `{name}` (known: rsa-sha256, rsa-sha384, rsa-sha512, ecdsa-sha256, ecdsa-sha384, ecdsa-sha512, sha256, sha384, sha512; SHA-1 only through idp.allow_sha1)"),
-                        )
-                    })?;
-                    out.extend(uris.iter().map(|s| s.to_string()));
+        // [idp], or [[idps]] for several
+        let idps = match (raw.idp, raw.idps) {
+            (Some(one), None) => vec![parse_idp(one, "idp", file, &resolve)?],
+            (None, Some(many)) if !many.is_empty() => {
+                let mut out: Vec<IdpConfig> = Vec::new();
+                for (i, r) in many.into_iter().enumerate() {
+                    let at = format!("idps[{}]", i + 1);
+                    let idp = parse_idp(r, &at, file, &resolve)?;
+                    if out.iter().any(|o| o.name == idp.name) {
+                        return Err(invalid(
+                            &format!("{at}.name"),
+                            format!("`{}` names two IdPs", idp.name),
+                        ));
+                    }
+                    if let Some(h) = idp
+                        .hosts
+                        .iter()
+                        .find(|h| out.iter().any(|o| o.hosts.contains(h)))
+                    {
+                        return Err(invalid(
+                            &format!("{at}.hosts"),
+                            format!("host `{h}` is given to two IdPs"),
+                        ));
+                    }
+                    if out.iter().any(|o| o.metadata_file == idp.metadata_file) {
+                        return Err(invalid(
+                            &format!("{at}.metadata_file"),
+                            "is the file of another IdP".into(),
+                        ));
+                    }
+                    out.push(idp);
                 }
                 out
             }
-        };
-        if allow_sha1 {
-            log::warn!(
-                "{}: idp.allow_sha1 = true: RSA-SHA1 signatures and SHA-1 digests are accepted; every such login is logged",
-                file.display()
-            );
-            allowed_algorithms.push(RSA_SHA1.into());
-            allowed_algorithms.push(SHA1_DIGEST.into());
-        }
-        let skew = raw.idp.clock_skew_seconds.unwrap_or(180);
-        if skew > 600 {
-            return Err(invalid(
-                "idp.clock_skew_seconds",
-                format!("{skew} is above the cap of 600"),
-            ));
-        }
-        let issue_delay = raw.idp.max_issue_delay_seconds.unwrap_or(300);
-        if !(10..=3600).contains(&issue_delay) {
-            return Err(invalid(
-                "idp.max_issue_delay_seconds",
-                format!("{issue_delay} is not between 10 and 3600"),
-            ));
-        }
-        let require_signed = match raw.idp.require_signed.as_deref().unwrap_or("either") {
-            "either" => SignedElement::Either,
-            "assertion" => SignedElement::Assertion,
-            "response" => SignedElement::Response,
-            "both" => SignedElement::Both,
-            other => {
+            (Some(_), Some(_)) => {
                 return Err(invalid(
-                    "idp.require_signed",
-                    format!("`{other}` is not one of either, assertion, response, both (an unsigned answer is never accepted)"),
+                    "idps",
+                    "use either [idp] (one IdP) or [[idps]] (several), not both".into(),
                 ))
             }
-        };
-        let metadata_url = match raw.idp.metadata_url {
-            None => None,
-            Some(u) if u.starts_with("https://") => Some(u),
-            Some(u) if u.starts_with("http://") => {
+            (None, _) => {
                 return Err(invalid(
-                    "idp.metadata_url",
-                    format!("`{u}` is plain http: the metadata decides which keys are trusted, so it is fetched over https only"),
+                    "idp",
+                    "is required: an [idp] section (or [[idps]] for several IdPs)".into(),
                 ))
             }
-            Some(u) => {
-                return Err(invalid(
-                    "idp.metadata_url",
-                    format!("`{u}` is not an https:// URL"),
-                ))
-            }
-        };
-        let refresh = raw.idp.metadata_refresh_seconds.unwrap_or(3600);
-        if refresh < 5 {
-            return Err(invalid(
-                "idp.metadata_refresh_seconds",
-                format!("{refresh} is below the minimum of 5"),
-            ));
-        }
-        let mut certificates = Vec::new();
-        for (i, text) in raw.idp.certificates.unwrap_or_default().iter().enumerate() {
-            let b64 = certificate_base64(text)
-                .map_err(|why| invalid("idp.certificates", format!("entry {}: {why}", i + 1)))?;
-            certificates.push(b64);
-        }
-        let allow_idp_initiated = raw.idp.allow_idp_initiated.unwrap_or(false);
-        if allow_idp_initiated {
-            log::warn!(
-                "{}: idp.allow_idp_initiated = true: unsolicited logins are accepted; they cannot be tied to the browser that posts them (login CSRF), replay protection still holds",
-                file.display()
-            );
-        }
-        let idp = IdpConfig {
-            metadata_url,
-            metadata_refresh: Duration::from_secs(refresh),
-            metadata_ca_file: raw.idp.metadata_ca_file.as_deref().map(resolve),
-            certificates,
-            allow_idp_initiated,
-            require_signed,
-            metadata_file,
-            allowed_algorithms,
-            allow_sha1,
-            clock_skew: Duration::from_secs(skew),
-            max_issue_delay: Duration::from_secs(issue_delay),
         };
 
         // [attributes]
@@ -1130,7 +1079,7 @@ impl Config {
             store_path,
             session,
             sp,
-            idp,
+            idps,
             attributes,
             provisioning,
             headers,
@@ -1236,6 +1185,152 @@ fn check_tls_files(files: &TlsFiles) -> Result<(), String> {
     }
 }
 
+/// One IdP's settings; `at` is where they are in the file (`idp` or `idps[N]`).
+fn parse_idp(
+    raw: RawIdp,
+    at: &str,
+    file: &Path,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<IdpConfig, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let metadata_file = raw.metadata_file.ok_or_else(|| {
+        invalid(
+            &format!("{at}.metadata_file"),
+            "is required: the IdP's SAML metadata XML".into(),
+        )
+    })?;
+    let metadata_file = resolve(&metadata_file);
+    let allow_sha1 = raw.allow_sha1.unwrap_or(false);
+    let mut allowed_algorithms: Vec<String> = match raw.allowed_signature_algorithms {
+        None => DEFAULT_ALGORITHMS.iter().map(|s| s.to_string()).collect(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for name in &list {
+                let uris = algorithm_uris(name).ok_or_else(|| {
+                    invalid(
+                        &format!("{at}.allowed_signature_algorithms"),
+                        format!("unknown algorithm `{name}` (known: rsa-sha256, rsa-sha384, rsa-sha512, ecdsa-sha256, ecdsa-sha384, ecdsa-sha512, sha256, sha384, sha512; SHA-1 only through allow_sha1)"),
+                    )
+                })?;
+                out.extend(uris.iter().map(|s| s.to_string()));
+            }
+            out
+        }
+    };
+    if allow_sha1 {
+        log::warn!(
+            "{}: {at}.allow_sha1 = true: RSA-SHA1 signatures and SHA-1 digests are accepted; every such login is logged",
+            file.display()
+        );
+        allowed_algorithms.push(RSA_SHA1.into());
+        allowed_algorithms.push(SHA1_DIGEST.into());
+    }
+    let skew = raw.clock_skew_seconds.unwrap_or(180);
+    if skew > 600 {
+        return Err(invalid(
+            &format!("{at}.clock_skew_seconds"),
+            format!("{skew} is above the cap of 600"),
+        ));
+    }
+    let issue_delay = raw.max_issue_delay_seconds.unwrap_or(300);
+    if !(10..=3600).contains(&issue_delay) {
+        return Err(invalid(
+            &format!("{at}.max_issue_delay_seconds"),
+            format!("{issue_delay} is not between 10 and 3600"),
+        ));
+    }
+    let require_signed = match raw.require_signed.as_deref().unwrap_or("either") {
+        "either" => SignedElement::Either,
+        "assertion" => SignedElement::Assertion,
+        "response" => SignedElement::Response,
+        "both" => SignedElement::Both,
+        other => {
+            return Err(invalid(
+                &format!("{at}.require_signed"),
+                format!("`{other}` is not one of either, assertion, response, both (an unsigned answer is never accepted)"),
+            ))
+        }
+    };
+    let metadata_url = match raw.metadata_url {
+        None => None,
+        Some(u) if u.starts_with("https://") => Some(u),
+        Some(u) if u.starts_with("http://") => {
+            return Err(invalid(
+                &format!("{at}.metadata_url"),
+                format!("`{u}` is plain http: the metadata decides which keys are trusted, so it is fetched over https only"),
+            ))
+        }
+        Some(u) => {
+            return Err(invalid(
+                &format!("{at}.metadata_url"),
+                format!("`{u}` is not an https:// URL"),
+            ))
+        }
+    };
+    let refresh = raw.metadata_refresh_seconds.unwrap_or(3600);
+    if refresh < 5 {
+        return Err(invalid(
+            &format!("{at}.metadata_refresh_seconds"),
+            format!("{refresh} is below the minimum of 5"),
+        ));
+    }
+    let mut certificates = Vec::new();
+    for (i, text) in raw.certificates.unwrap_or_default().iter().enumerate() {
+        let b64 = certificate_base64(text).map_err(|why| {
+            invalid(
+                &format!("{at}.certificates"),
+                format!("entry {}: {why}", i + 1),
+            )
+        })?;
+        certificates.push(b64);
+    }
+    let allow_idp_initiated = raw.allow_idp_initiated.unwrap_or(false);
+    if allow_idp_initiated {
+        log::warn!(
+            "{}: {at}.allow_idp_initiated = true: unsolicited logins are accepted; they cannot be tied to the browser that posts them (login CSRF), replay protection still holds",
+            file.display()
+        );
+    }
+    let name = raw.name.clone().unwrap_or_else(|| "default".into());
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    {
+        return Err(invalid(
+            &format!("{at}.name"),
+            format!("`{name}`: letters, digits, `-` and `_` only (it goes into URLs)"),
+        ));
+    }
+    Ok(IdpConfig {
+        at: at.to_string(),
+        display_name: raw.display_name.clone().unwrap_or_else(|| name.clone()),
+        name,
+        hosts: raw
+            .hosts
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        metadata_url,
+        metadata_refresh: Duration::from_secs(refresh),
+        metadata_ca_file: raw.metadata_ca_file.as_deref().map(resolve),
+        certificates,
+        allow_idp_initiated,
+        require_signed,
+        metadata_file,
+        allowed_algorithms,
+        allow_sha1,
+        clock_skew: Duration::from_secs(skew),
+        max_issue_delay: Duration::from_secs(issue_delay),
+    })
+}
+
 /// A certificate as PEM or bare base64 (the two forms IdP admin pages hand out), checked to
 /// be an X.509 certificate, as base64 DER on one line.
 fn certificate_base64(text: &str) -> Result<String, String> {
@@ -1272,19 +1367,19 @@ metadata_file = "idp.xml"
     fn minimal_config_gets_strict_defaults() {
         let c = Config::parse(Path::new("/etc/samlgate/x.toml"), MINIMAL).unwrap();
         assert_eq!(c.sp.acs_url, "http://127.0.0.1:8080/_saml/acs");
-        assert_eq!(c.idp.metadata_file, Path::new("/etc/samlgate/idp.xml"));
-        assert!(!c.idp.allow_sha1);
-        assert!(!c.idp.allowed_algorithms.iter().any(|a| a.contains("sha1")));
+        assert_eq!(c.idps[0].metadata_file, Path::new("/etc/samlgate/idp.xml"));
+        assert!(!c.idps[0].allow_sha1);
+        assert!(!c.idps[0]
+            .allowed_algorithms
+            .iter()
+            .any(|a| a.contains("sha1")));
         assert_eq!(c.upstream.address, "127.0.0.1:3000");
     }
 
     #[test]
     fn no_setting_allows_an_unsigned_answer_or_an_hmac_signature() {
         assert_eq!(
-            Config::parse(Path::new("x.toml"), MINIMAL)
-                .unwrap()
-                .idp
-                .require_signed,
+            Config::parse(Path::new("x.toml"), MINIMAL).unwrap().idps[0].require_signed,
             SignedElement::Either
         );
         for (key, value, says) in [

@@ -16,7 +16,8 @@ pub struct RawConfig {
     pub session: RawSession,
     #[serde(default)]
     pub sp: RawSp,
-    pub idp: RawIdp,
+    pub idp: Option<RawIdp>,
+    pub idps: Option<Vec<RawIdp>>,
     #[serde(default)]
     pub attributes: RawAttributes,
     #[serde(default)]
@@ -92,6 +93,9 @@ pub struct RawKeyPair {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawIdp {
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    pub hosts: Option<Vec<String>>,
     pub metadata_file: Option<String>,
     pub allowed_signature_algorithms: Option<Vec<String>>,
     pub allow_sha1: Option<bool>,

@@ -6,7 +6,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use super::{now, respond, sanitize, Ctx, Gateway};
-use crate::login::{safe_return_path, LoginError};
+use crate::login::{safe_return_path, IdpChoice, LoginError};
 use crate::logout::{LocalLogout, SloOutcome};
 
 /// Largest ACS POST body read; the SAMLResponse field limit is enforced again by the verifier.
@@ -58,10 +58,26 @@ impl Gateway {
         format!("{}?{}", self.cfg.sp.login_url, q)
     }
 
-    async fn start_login(&self, session: &mut Session, ctx: &Ctx, return_to: &str) -> Result<()> {
+    async fn start_login(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        return_to: &str,
+        requested_idp: Option<&str>,
+    ) -> Result<()> {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()));
+        let idp = match self.logins.choose(requested_idp, host) {
+            IdpChoice::Idp(i) => i,
+            IdpChoice::Ask => return self.discovery_page(session, return_to).await,
+        };
         let state = sanitize::cookie(session.req_header(), &self.cfg.session.state_cookie_name)
             .map(str::to_string);
-        match self.logins.start(return_to, state.as_deref()) {
+        match self.logins.start(idp, return_to, state.as_deref()) {
             Ok(start) => {
                 let cookies: Vec<String> = start
                     .new_state_cookie
@@ -82,6 +98,40 @@ impl Gateway {
                 .await
             }
         }
+    }
+
+    /// Several IdPs and nothing to choose by: the visitor picks (Shibboleth's "discovery").
+    async fn discovery_page(&self, session: &mut Session, return_to: &str) -> Result<()> {
+        let return_to = safe_return_path(return_to);
+        let items: String = self
+            .logins
+            .idps()
+            .iter()
+            .map(|e| {
+                let q: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("idp", &e.name)
+                    .append_pair("return_to", &return_to)
+                    .finish();
+                format!(
+                    "<li><a href=\"{}?{}\">{}</a></li>",
+                    respond::html_escape(&self.cfg.sp.login_url),
+                    respond::html_escape(&q),
+                    respond::html_escape(&e.display_name)
+                )
+            })
+            .collect();
+        let body = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Choose how to sign in</title></head>\
+<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>Choose how to sign in</h1><ul>{items}</ul></body></html>\n"
+        );
+        respond::send(
+            session,
+            200,
+            &[],
+            "text/html; charset=utf-8",
+            Bytes::from(body),
+        )
+        .await
     }
 }
 
@@ -106,7 +156,7 @@ pub async fn gate(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<
         respond::login_required_json(session, &url, &ctx.correlation_id).await?;
         return Ok(true);
     }
-    gw.start_login(session, ctx, &target).await?;
+    gw.start_login(session, ctx, &target, None).await?;
     Ok(true)
 }
 
@@ -128,17 +178,16 @@ fn wants_api_answer(req: &pingora::http::RequestHeader) -> bool {
 }
 
 pub async fn login(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-    let return_to = session
-        .req_header()
-        .uri
-        .query()
-        .and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "return_to")
-                .map(|(_, v)| v.into_owned())
-        })
-        .unwrap_or_else(|| "/".into());
-    gw.start_login(session, ctx, &return_to).await
+    let query = session.req_header().uri.query().unwrap_or("").to_string();
+    let param = |name: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let return_to = param("return_to").unwrap_or_else(|| "/".into());
+    let idp = param("idp");
+    gw.start_login(session, ctx, &return_to, idp.as_deref())
+        .await
 }
 
 pub async fn acs(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -279,9 +328,12 @@ pub async fn logout(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()
 /// LogoutResponse to ours. Every failure is a 400 page (503 if the store failed), never a 500.
 pub async fn slo(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()> {
     let cid = ctx.correlation_id.clone();
-    let sp = gw.logins.sp();
+    let sp;
     let parsed = if session.req_header().method == http::Method::GET {
         let query = session.req_header().uri.query().unwrap_or("").to_string();
+        sp = gw
+            .logins
+            .sp_for_issuer(crate::saml::peek_slo_issuer(Some(&query), None));
         sp.slo_redirect(&query, chrono::Utc::now())
     } else if session.req_header().method == http::Method::POST {
         let body = match read_body(session, MAX_ACS_BODY).await {
@@ -300,6 +352,10 @@ pub async fn slo(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()> {
                 _ => {}
             }
         }
+        sp = gw.logins.sp_for_issuer(crate::saml::peek_slo_issuer(
+            None,
+            request.as_deref().or(response.as_deref()),
+        ));
         sp.slo_post(
             request.as_deref(),
             response.as_deref(),
@@ -317,7 +373,7 @@ pub async fn slo(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()> {
         .await;
     };
     let outcome = match parsed {
-        Ok(msg) => gw.logouts.from_idp(msg, now()).await,
+        Ok(msg) => gw.logouts.from_idp(&sp, msg, now()).await,
         Err(e) => Err(e.into()),
     };
     match outcome {

@@ -181,18 +181,7 @@ impl ServiceProvider {
             (None, None) => false,
             _ => return Err(SamlError::BadSignature),
         };
-        let message = decode_component(raw_message)?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(message.trim())
-            .map_err(|_| SamlError::BadBase64)?;
-        let mut xml = String::new();
-        flate2::read::DeflateDecoder::new(&bytes[..])
-            .take(MAX_INFLATED + 1)
-            .read_to_string(&mut xml)
-            .map_err(|_| SamlError::BadXml("not a deflated UTF-8 message".into()))?;
-        if xml.len() as u64 > MAX_INFLATED {
-            return Err(SamlError::TooLarge(xml.len(), MAX_INFLATED as usize));
-        }
+        let xml = inflate(raw_message)?;
         if param == "SAMLResponse" {
             return self.read_logout_response(&xml);
         }
@@ -420,6 +409,47 @@ impl ServiceProvider {
             .to_string();
         Ok(SloMessage::Response { status })
     }
+}
+
+/// A Redirect-binding message parameter (percent-encoded, base64, deflated) as XML.
+fn inflate(raw: &str) -> Result<String, SamlError> {
+    let message = decode_component(raw)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(message.trim())
+        .map_err(|_| SamlError::BadBase64)?;
+    let mut xml = String::new();
+    flate2::read::DeflateDecoder::new(&bytes[..])
+        .take(MAX_INFLATED + 1)
+        .read_to_string(&mut xml)
+        .map_err(|_| SamlError::BadXml("not a deflated UTF-8 message".into()))?;
+    if xml.len() as u64 > MAX_INFLATED {
+        return Err(SamlError::TooLarge(xml.len(), MAX_INFLATED as usize));
+    }
+    Ok(xml)
+}
+
+/// The Issuer a message at our SingleLogoutService claims, unverified: only to pick which
+/// IdP's keys then verify it. `raw_query` for HTTP-Redirect, `form_field` (SAMLRequest or
+/// SAMLResponse) for HTTP-POST.
+pub fn peek_slo_issuer(raw_query: Option<&str>, form_field: Option<&str>) -> Option<String> {
+    let xml = match (raw_query, form_field) {
+        (Some(q), _) => {
+            let raw = q.split('&').find_map(|p| {
+                p.strip_prefix("SAMLRequest=")
+                    .or_else(|| p.strip_prefix("SAMLResponse="))
+            })?;
+            inflate(raw).ok()?
+        }
+        (None, Some(f)) => {
+            let compact: String = f.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .ok()?;
+            String::from_utf8(bytes).ok()?
+        }
+        (None, None) => return None,
+    };
+    super::response::peek_xml_issuer(&xml)
 }
 
 fn parse(xml: &str) -> Result<roxmltree::Document<'_>, SamlError> {

@@ -15,20 +15,21 @@ mod response;
 use std::sync::Once;
 
 pub use error::SamlError;
-pub use logout::{IdpLogoutRequest, SloMessage};
+pub use logout::{peek_slo_issuer, IdpLogoutRequest, SloMessage};
 pub use request::AuthnRedirect;
-pub use response::{SamlAttribute, VerifiedAssertion};
+pub use response::{peek_issuer, SamlAttribute, VerifiedAssertion};
 
 use samael::metadata::{EntityDescriptor, HTTP_REDIRECT_BINDING};
 
-use crate::config::Config;
+use crate::config::{Config, IdpConfig};
 
 /// The gateway could not set up its SAML side; `samlgate check` prints these.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("{config}: key `idp.metadata_file`: cannot read {file}: {error}")]
+    #[error("{config}: key `{at}.metadata_file`: cannot read {file}: {error}")]
     ReadMetadata {
         config: String,
+        at: String,
         file: String,
         error: std::io::Error,
     },
@@ -56,6 +57,8 @@ pub enum SetupError {
 pub struct ServiceProvider {
     inner: samael::service_provider::ServiceProvider,
     pub idp_entity_id: String,
+    /// The `name` of its `[idp]` / `[[idps]]` entry.
+    pub idp_name: String,
     pub sso_url: String,
     pub acs_url: String,
     pub entity_id: String,
@@ -134,20 +137,26 @@ impl ServiceProvider {
 
     /// From the IdP metadata in `idp.metadata_file` (with `idp.metadata_url`, the last good
     /// copy fetched).
-    pub fn new(cfg: &Config) -> Result<Self, SetupError> {
-        let file = cfg.idp.metadata_file.display().to_string();
-        let xml = std::fs::read_to_string(&cfg.idp.metadata_file).map_err(|error| {
+    pub fn new(cfg: &Config, idp: &IdpConfig) -> Result<Self, SetupError> {
+        let file = idp.metadata_file.display().to_string();
+        let xml = std::fs::read_to_string(&idp.metadata_file).map_err(|error| {
             SetupError::ReadMetadata {
                 config: cfg.file.display().to_string(),
+                at: idp.at.clone(),
                 file: file.clone(),
                 error,
             }
         })?;
-        Self::from_metadata(cfg, &xml, &file)
+        Self::from_metadata(cfg, idp, &xml, &file)
     }
 
     /// From IdP metadata text; `file` names where it came from in errors.
-    pub fn from_metadata(cfg: &Config, xml: &str, file: &str) -> Result<Self, SetupError> {
+    pub fn from_metadata(
+        cfg: &Config,
+        idp: &IdpConfig,
+        xml: &str,
+        file: &str,
+    ) -> Result<Self, SetupError> {
         silence_xmlsec();
         let file = file.to_string();
         // The metadata is operator-supplied but still parsed without DTDs.
@@ -182,13 +191,13 @@ impl ServiceProvider {
             }
         }
         // Certificates given in the config join the metadata's signing keys.
-        if !cfg.idp.certificates.is_empty() {
+        if !idp.certificates.is_empty() {
             let d = idp_metadata
                 .idp_sso_descriptors
                 .as_mut()
                 .and_then(|v| v.first_mut())
                 .ok_or_else(|| SetupError::NoRedirectSso { file: file.clone() })?;
-            for b64 in &cfg.idp.certificates {
+            for b64 in &idp.certificates {
                 d.key_descriptors.push(samael::metadata::KeyDescriptor {
                     key_use: Some("signing".into()),
                     key_info: samael::key_info::KeyInfo {
@@ -206,7 +215,7 @@ impl ServiceProvider {
             .clone()
             .ok_or_else(|| SetupError::NoEntityId { file: file.clone() })?;
 
-        let skew = chrono::Duration::seconds(cfg.idp.clock_skew.as_secs() as i64);
+        let skew = chrono::Duration::seconds(idp.clock_skew.as_secs() as i64);
         let inner = samael::service_provider::ServiceProvider {
             entity_id: Some(cfg.sp.entity_id.clone()),
             metadata_url: Some(cfg.sp.metadata_url.clone()),
@@ -214,9 +223,9 @@ impl ServiceProvider {
             slo_url: None,
             idp_metadata,
             allow_idp_initiated: false,
-            max_issue_delay: chrono::Duration::seconds(cfg.idp.max_issue_delay.as_secs() as i64),
+            max_issue_delay: chrono::Duration::seconds(idp.max_issue_delay.as_secs() as i64),
             max_clock_skew: skew,
-            allowed_signature_algorithms: samael_algorithms(&cfg.idp.allowed_algorithms),
+            allowed_signature_algorithms: samael_algorithms(&idp.allowed_algorithms),
             ..Default::default()
         };
         // Trap: with no signing certificate samael skips verification entirely.
@@ -269,7 +278,7 @@ impl ServiceProvider {
             .filter_map(|c| c.public_key().ok())
             .collect();
 
-        let unsolicited = cfg.idp.allow_idp_initiated.then(|| {
+        let unsolicited = idp.allow_idp_initiated.then(|| {
             let mut a = inner.clone();
             let mut b = content_only.clone();
             a.allow_idp_initiated = true;
@@ -277,6 +286,7 @@ impl ServiceProvider {
             (a, b)
         });
         Ok(ServiceProvider {
+            idp_name: idp.name.clone(),
             unsolicited,
             content_only,
             decryption_keys,
@@ -295,10 +305,10 @@ impl ServiceProvider {
             sso_url,
             acs_url: cfg.sp.acs_url.clone(),
             entity_id: cfg.sp.entity_id.clone(),
-            allowed_algorithms: cfg.idp.allowed_algorithms.clone(),
-            require_signed: cfg.idp.require_signed,
+            allowed_algorithms: idp.allowed_algorithms.clone(),
+            require_signed: idp.require_signed,
             clock_skew: skew,
-            max_issue_delay: chrono::Duration::seconds(cfg.idp.max_issue_delay.as_secs() as i64),
+            max_issue_delay: chrono::Duration::seconds(idp.max_issue_delay.as_secs() as i64),
         })
     }
 }

@@ -439,6 +439,46 @@ impl ServiceProvider {
     }
 }
 
+/// The Issuer a SAMLResponse form field claims (the Response's, else its Assertion's), read
+/// without verifying anything: only to pick which IdP's keys will then verify it.
+pub fn peek_issuer(form_field: &str) -> Option<String> {
+    if form_field.len() > MAX_FORM_FIELD {
+        return None;
+    }
+    let compact: String = form_field
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .ok()?;
+    peek_xml_issuer(std::str::from_utf8(&bytes).ok()?)
+}
+
+/// The Issuer of a SAML protocol message's root, else of its Assertion; unverified.
+pub(super) fn peek_xml_issuer(xml: &str) -> Option<String> {
+    if nesting_exceeds(xml.as_bytes(), MAX_DEPTH) {
+        return None;
+    }
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: MAX_NODES,
+    };
+    let doc = roxmltree::Document::parse_with_options(xml, opts).ok()?;
+    let root = doc.root_element();
+    let issuer_of = |n: roxmltree::Node| {
+        n.children()
+            .find(|c| c.has_tag_name((NS_ASSERTION, "Issuer")))
+            .and_then(|i| i.text())
+            .map(|t| t.trim().to_string())
+    };
+    issuer_of(root).or_else(|| {
+        root.children()
+            .find(|c| c.has_tag_name((NS_ASSERTION, "Assertion")))
+            .and_then(issuer_of)
+    })
+}
+
 /// Whether element nesting goes deeper than `limit`, found by a flat scan that builds nothing.
 /// Malformed input is left for the parser to reject; this only bounds depth.
 pub(super) fn nesting_exceeds(xml: &[u8], limit: usize) -> bool {
