@@ -161,6 +161,9 @@ pub struct Opts {
     pub sp: String,
     /// Give the SP a signing key pair (sp-sign-key.pem, sp-sign-cert.pem).
     pub signing_key: bool,
+    /// A second IdP ("partner", for Host `partner.test`): the config then has two `[[idps]]`,
+    /// the first named "corp".
+    pub second_idp: bool,
 }
 
 impl Default for Opts {
@@ -180,6 +183,7 @@ impl Default for Opts {
             encryption_keys: 0,
             sp: String::new(),
             signing_key: false,
+            second_idp: false,
         }
     }
 }
@@ -191,9 +195,52 @@ pub struct Harness {
     pub admin_port: u16,
     pub backend: Backend,
     idp: Child,
+    /// The second IdP and its port (`Opts::second_idp`).
+    idp2: Option<(Child, u16)>,
     gateway: Option<Child>,
     pub config_path: PathBuf,
     pub store_path: PathBuf,
+}
+
+/// Start the pysaml2 IdP script on `port`; it writes its metadata to `meta` and reads the SP's
+/// from `sp_meta`.
+fn start_idp(
+    port: u16,
+    key: &Path,
+    cert: &Path,
+    meta: &Path,
+    sp_meta: &Path,
+    extra_cert: Option<&Path>,
+    signer_last: bool,
+) -> Child {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp/pysaml2_idp.py");
+    let mut idp = Command::new(python())
+        .arg(&script)
+        .args(["--port", &port.to_string()])
+        .arg("--key")
+        .arg(key)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--metadata-out")
+        .arg(meta)
+        .arg("--sp-metadata")
+        .arg(sp_meta)
+        .args(
+            extra_cert
+                .iter()
+                .flat_map(|c| [std::ffi::OsStr::new("--extra-cert"), c.as_os_str()]),
+        )
+        .args(signer_last.then_some("--signer-last"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the pysaml2 IdP (is pysaml2 installed? run the README's test command)");
+    let mut line = String::new();
+    BufReader::new(idp.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("IdP stdout");
+    assert_eq!(line.trim(), "READY", "the pysaml2 IdP did not start");
+    idp
 }
 
 pub fn gateway_bin() -> &'static str {
@@ -240,33 +287,15 @@ impl Harness {
         let admin_port = free_port();
         let idp_meta = d.join("idp-metadata.xml");
         let sp_meta = d.join("sp-metadata.xml");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp/pysaml2_idp.py");
-        let mut idp = Command::new(python())
-            .arg(&script)
-            .args(["--port", &idp_port.to_string()])
-            .arg("--key")
-            .arg(&key)
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--metadata-out")
-            .arg(&idp_meta)
-            .arg("--sp-metadata")
-            .arg(&sp_meta)
-            .args(
-                extra
-                    .iter()
-                    .flat_map(|c| [std::ffi::OsStr::new("--extra-cert"), c.as_os_str()]),
-            )
-            .args((opts.rollover == Rollover::SignerLast).then_some("--signer-last"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the pysaml2 IdP (is pysaml2 installed? run the README's test command)");
-        let mut line = String::new();
-        BufReader::new(idp.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("IdP stdout");
-        assert_eq!(line.trim(), "READY", "the pysaml2 IdP did not start");
+        let idp = start_idp(
+            idp_port,
+            &key,
+            &cert,
+            &idp_meta,
+            &sp_meta,
+            extra.as_deref(),
+            opts.rollover == Rollover::SignerLast,
+        );
         if opts.rollover == Rollover::SignerWithoutUse {
             // The signing key (listed first) loses its `use`; the other keeps use="signing".
             let meta = std::fs::read_to_string(&idp_meta).expect("IdP metadata");
@@ -274,6 +303,32 @@ impl Harness {
             assert_ne!(meta, edited, "metadata edit");
             std::fs::write(&idp_meta, edited).expect("write IdP metadata");
         }
+
+        let idp2 = opts.second_idp.then(|| {
+            let (k, c) = keypair("idp2");
+            let port = free_port();
+            let child = start_idp(
+                port,
+                &k,
+                &c,
+                &d.join("idp2-metadata.xml"),
+                &sp_meta,
+                None,
+                false,
+            );
+            (child, port)
+        });
+        let idp_section = if opts.second_idp {
+            format!(
+                "[[idps]]\nname = \"corp\"\ndisplay_name = \"Corp IdP\"\nmetadata_file = \"idp-metadata.xml\"\nallow_sha1 = {}\n{}\n\n[[idps]]\nname = \"partner\"\ndisplay_name = \"Partner IdP\"\nhosts = [\"partner.test\"]\nmetadata_file = \"idp2-metadata.xml\"\n",
+                opts.allow_sha1, opts.idp
+            )
+        } else {
+            format!(
+                "[idp]\nmetadata_file = \"idp-metadata.xml\"\nallow_sha1 = {}\n{}\n",
+                opts.allow_sha1, opts.idp
+            )
+        };
 
         let tls_lines = if opts.tls {
             let (_, _) = keypair("tls");
@@ -323,10 +378,7 @@ url = "http://127.0.0.1:{be}"
 [store]
 path = "samlgate.redb"
 
-[idp]
-metadata_file = "idp-metadata.xml"
-allow_sha1 = {sha1}
-{idp_extra}
+{idp_section}
 
 [provisioning]
 default_groups = [{groups}]
@@ -345,13 +397,11 @@ token_file = "admin.token"
 "#,
                 public = list(&opts.public_paths),
                 be = backend.port,
-                sha1 = opts.allow_sha1,
                 groups = list(&opts.default_groups),
                 react = opts.reactivate_inactive,
                 sync = if opts.sync_groups { "full" } else { "off" },
                 extra = opts.extra_config,
                 groups_extra = opts.groups,
-                idp_extra = opts.idp,
                 sp_extra = opts.sp,
                 public_url = opts
                     .public_url
@@ -380,6 +430,7 @@ token_file = "admin.token"
             admin_port,
             backend,
             idp,
+            idp2,
             gateway: None,
             config_path,
             store_path,
@@ -506,6 +557,22 @@ token_file = "admin.token"
         self.idp_url("/idp")
     }
 
+    /// The second IdP's URL (`Opts::second_idp`).
+    pub fn idp2_url(&self, path: &str) -> String {
+        let port = self.idp2.as_ref().expect("second_idp").1;
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
+    pub fn idp2_next(&self, settings: serde_json::Value) {
+        let r = request(
+            "POST",
+            &self.idp2_url("/control/next"),
+            &[("Content-Type", "application/json")],
+            settings.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "IdP control: {}", r.text());
+    }
+
     /// Set what the IdP puts in its next responses (see tests/idp/pysaml2_idp.py).
     pub fn idp_next(&self, settings: serde_json::Value) {
         let r = request(
@@ -534,6 +601,10 @@ impl Drop for Harness {
         self.kill_gateway();
         let _ = self.idp.kill();
         let _ = self.idp.wait();
+        if let Some((c, _)) = &mut self.idp2 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
