@@ -92,9 +92,8 @@ fn the_visitor_chooses_the_idp_and_each_idp_vouches_only_for_its_own_users() {
 #[test]
 fn the_host_picks_the_idp_without_asking() {
     let h = two_idps();
-    let raw = format!(
-        "GET /app HTTP/1.1\r\nHost: partner.test\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
-    );
+    let raw =
+        "GET /app HTTP/1.1\r\nHost: partner.test\r\nAccept: text/html\r\nConnection: close\r\n\r\n";
     let r = common::http::raw(&format!("127.0.0.1:{}", h.gw_port), raw.as_bytes());
     assert_eq!(r.status, 302, "{}", r.text());
     assert!(r
