@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::{Harness, Opts};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
 use serde_json::json;
 
 struct Genuine {
@@ -193,17 +193,33 @@ fn the_acs_never_panics_and_accepts_only_what_the_idp_signed() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut runner = TestRunner::new(RunnerConfig {
+    let config = RunnerConfig {
         cases: if seconds == 0 { 400 } else { 2000 },
         failure_persistence: None,
         ..RunnerConfig::default()
-    });
+    };
+    // A runner counts its successes across `run` calls, so each round gets a fresh one, with
+    // its own seed (printed, so a failure can be replayed with SAMLGATE_FUZZ_SEED).
+    let base_seed: u64 = std::env::var("SAMLGATE_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("fuzz_acs: seed {base_seed}");
+    let mut round = 0u64;
     let strategy = (0..corpus.len(), prop::collection::vec(mutation(), 1..4));
     // The runner takes an `Fn`: counters go through cells.
     let (cases, accepted) = (Cell::new(0u64), Cell::new(0u64));
     let causes: RefCell<BTreeMap<String, u64>> = RefCell::default();
     let started = Instant::now();
     loop {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&base_seed.to_le_bytes());
+        seed[8..16].copy_from_slice(&round.to_le_bytes());
+        round += 1;
+        let mut runner = TestRunner::new_with_rng(
+            config.clone(),
+            TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+        );
         let result = runner.run(&strategy, |(i, mutations)| {
             let g = &corpus[i];
             let field = apply(&g.xml, &mutations);
