@@ -272,3 +272,44 @@ impl PostForm for Browser {
         )
     }
 }
+
+#[test]
+fn sp_metadata_can_be_signed_and_xmlsec1_verifies_it() {
+    let h = Harness::start_with(Opts {
+        signing_key: true,
+        sp: "sign_metadata = true".into(),
+        ..Opts::default()
+    });
+    let meta = common::request("GET", &h.url("/_saml/metadata"), &[], b"").text();
+    assert!(
+        meta.contains("<ds:SignatureValue>")
+            && !meta.contains("<ds:SignatureValue></ds:SignatureValue>"),
+        "{meta}"
+    );
+    let verify = |text: &str| {
+        let file = h.dir.path().join("check-metadata.xml");
+        std::fs::write(&file, text).unwrap();
+        std::process::Command::new("xmlsec1")
+            .args(["--verify", "--pubkey-cert-pem"])
+            .arg(h.dir.path().join("sp-sign-cert.pem"))
+            .args([
+                "--id-attr:ID",
+                "urn:oasis:names:tc:SAML:2.0:metadata:EntityDescriptor",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(verify(&meta), "xmlsec1 verifies the signed metadata");
+    let forged = meta.replace("/_saml/acs", "/_saml/evil");
+    assert_ne!(forged, meta);
+    assert!(!verify(&forged), "an edited copy does not verify");
+
+    // The IdP reads the signed document like any other.
+    h.idp_next(json!({"name_id": "alice"}));
+    std::fs::write(h.dir.path().join("sp-metadata.xml"), &meta).unwrap();
+    let (_, last) = h.browser().login(&h.url("/"));
+    assert_eq!(last.status, 200);
+}

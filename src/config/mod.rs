@@ -109,6 +109,8 @@ pub struct SpConfig {
     /// LogoutResponses (HTTP-Redirect binding signatures).
     pub signing: Option<KeyPairFiles>,
     pub sign_authn_requests: bool,
+    /// Sign the SP metadata document itself.
+    pub sign_metadata: bool,
     pub force_authn: bool,
     /// AuthnContextClassRef values to request; empty = none requested.
     pub authn_context: Vec<String>,
@@ -625,6 +627,7 @@ impl Config {
                 }
             },
             sign_authn_requests: raw.sp.sign_authn_requests.unwrap_or(false),
+            sign_metadata: raw.sp.sign_metadata.unwrap_or(false),
             force_authn: raw.sp.force_authn.unwrap_or(false),
             authn_context: raw.sp.authn_context.clone().unwrap_or_default(),
             authn_context_comparison: match raw.sp.authn_context_comparison.as_deref() {
@@ -640,11 +643,16 @@ impl Config {
             single_logout: raw.sp.single_logout.unwrap_or(true),
             slo_url: format!("{sp_base}/slo"),
         };
-        if sp.sign_authn_requests && sp.signing.is_none() {
-            return Err(invalid(
-                "sp.sign_authn_requests",
-                "is true, but sp.signing_key / sp.signing_cert are not set".into(),
-            ));
+        for (set, key) in [
+            (sp.sign_authn_requests, "sp.sign_authn_requests"),
+            (sp.sign_metadata, "sp.sign_metadata"),
+        ] {
+            if set && sp.signing.is_none() {
+                return Err(invalid(
+                    key,
+                    "is true, but sp.signing_key / sp.signing_cert are not set".into(),
+                ));
+            }
         }
         if sp.require_encrypted_assertions && sp.encryption.is_empty() {
             return Err(invalid(

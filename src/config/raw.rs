@@ -77,6 +77,7 @@ pub struct RawSp {
     pub signing_key: Option<String>,
     pub signing_cert: Option<String>,
     pub sign_authn_requests: Option<bool>,
+    pub sign_metadata: Option<bool>,
     pub force_authn: Option<bool>,
     pub authn_context: Option<Vec<String>>,
     pub authn_context_comparison: Option<String>,

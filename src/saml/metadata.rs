@@ -42,10 +42,24 @@ impl ServiceProvider {
             .iter()
             .map(|f| format!("    <md:NameIDFormat>{}</md:NameIDFormat>\n", esc(f)))
             .collect();
-        format!(
+        // With `sp.sign_metadata`: an enveloped signature template, filled in by libxmlsec1.
+        let template = match (&self.signing_key, self.sign_metadata) {
+            (Some(k), true) => {
+                let id = super::request::new_request_id();
+                Some((
+                    id.clone(),
+                    format!(
+                        "  <ds:Signature><ds:SignedInfo><ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/><ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/><ds:Reference URI=\"#{id}\"><ds:Transforms><ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/><ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/></ds:Transforms><ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/><ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue></ds:SignatureValue><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>\n",
+                        k.cert_b64
+                    ),
+                ))
+            }
+            _ => None,
+        };
+        let xml = format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
-<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{entity}">
-  <md:SPSSODescriptor AuthnRequestsSigned="{signed}" WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{entity}"{id}>
+{signature}  <md:SPSSODescriptor AuthnRequestsSigned="{signed}" WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
 {keys}    <md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{slo}"/>
     <md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{slo}"/>
 {formats}    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{acs}" index="0" isDefault="true"/>
@@ -56,6 +70,25 @@ impl ServiceProvider {
             acs = esc(&self.acs_url),
             slo = esc(&self.slo_url),
             signed = self.signing_key.is_some() && self.sign_authn_requests,
-        )
+            id = template
+                .as_ref()
+                .map(|(id, _)| format!(" ID=\"{id}\""))
+                .unwrap_or_default(),
+            signature = template.as_ref().map(|(_, t)| t.as_str()).unwrap_or(""),
+        );
+        match (&self.signing_key, &template) {
+            (Some(k), Some(_)) => sign(&xml, k).unwrap_or_else(|e| {
+                log::error!("SP metadata could not be signed, served unsigned: {e}");
+                xml
+            }),
+            _ => xml,
+        }
     }
+}
+
+/// Fill in the signature template with our signing key (libxmlsec1, through samael).
+fn sign(xml: &str, key: &super::keys::KeyPair) -> Result<String, String> {
+    use samael::crypto::CryptoProvider as _;
+    let der = key.key().private_key_to_der().map_err(|e| e.to_string())?;
+    samael::crypto::Crypto::sign_xml(xml, &der).map_err(|e| e.to_string())
 }

@@ -79,6 +79,7 @@ pub struct ServiceProvider {
     /// Signs AuthnRequests (when configured), LogoutRequests and LogoutResponses.
     signing_key: Option<keys::KeyPair>,
     sign_authn_requests: bool,
+    sign_metadata: bool,
     force_authn: bool,
     authn_context: Vec<String>,
     authn_context_comparison: String,
@@ -293,6 +294,7 @@ impl ServiceProvider {
             require_encryption: cfg.sp.require_encrypted_assertions,
             signing_key,
             sign_authn_requests: cfg.sp.sign_authn_requests,
+            sign_metadata: cfg.sp.sign_metadata,
             force_authn: cfg.sp.force_authn,
             authn_context: cfg.sp.authn_context.clone(),
             authn_context_comparison: cfg.sp.authn_context_comparison.clone(),
