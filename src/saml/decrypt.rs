@@ -17,7 +17,8 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::Padding;
 use openssl::symm::Cipher;
 
-use super::response::{MAX_NODES, NS_ASSERTION, NS_DSIG, NS_PROTOCOL};
+use super::response::{NS_ASSERTION, NS_DSIG, NS_PROTOCOL};
+use super::xml::{assertions, parse};
 use super::{SamlError, ServiceProvider};
 
 const NS_XENC: &str = "http://www.w3.org/2001/04/xmlenc#";
@@ -92,14 +93,7 @@ impl ServiceProvider {
         if !root.has_tag_name((NS_PROTOCOL, "Response")) {
             return Ok(None); // reported by `inspect`
         }
-        let count = |d: &roxmltree::Document| {
-            d.descendants()
-                .filter(|n| {
-                    n.has_tag_name((NS_ASSERTION, "Assertion"))
-                        || n.has_tag_name((NS_ASSERTION, "EncryptedAssertion"))
-                })
-                .count()
-        };
+        let count = |d: &roxmltree::Document| assertions(d).len();
         let Some(encrypted) = root
             .children()
             .find(|n| n.has_tag_name((NS_ASSERTION, "EncryptedAssertion")))
@@ -133,20 +127,7 @@ impl ServiceProvider {
         // The Response signature covers the ciphertext: verify it now, on what samael reduces
         // the message to, and decrypt from that reduced (verified-only) copy.
         let weak_algorithm = self.check_algorithms(root)?;
-        let certs = self
-            .inner
-            .idp_signing_certs()
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        use samael::crypto::CryptoProvider as _;
-        let reduced = samael::crypto::Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-            xml,
-            &certs,
-            samael::crypto::ReduceMode::ValidateAndMarkNoAncestors,
-            self.inner.allowed_signature_algorithms.as_deref(),
-        )
-        .map_err(|_| SamlError::BadSignature)?;
+        let reduced = self.reduce_to_signed(xml)?;
         let rdoc = parse(&reduced)?;
         let rroot = rdoc.root_element();
         if !rroot.has_tag_name((NS_PROTOCOL, "Response")) || count(&rdoc) != 1 {
@@ -238,17 +219,6 @@ impl ServiceProvider {
     }
 }
 
-fn parse(xml: &str) -> Result<roxmltree::Document<'_>, SamlError> {
-    let opts = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_NODES,
-    };
-    roxmltree::Document::parse_with_options(xml, opts).map_err(|e| match e {
-        roxmltree::Error::DtdDetected => SamlError::Dtd,
-        e => SamlError::BadXml(e.to_string()),
-    })
-}
-
 /// `xml` with `range` replaced by `plain`, and `drop` (a range before or after it) removed.
 fn splice(
     xml: &str,
@@ -285,14 +255,7 @@ fn check_opened(xml: &str) -> Result<(), SamlError> {
     }
     let doc = parse(xml).map_err(|_| SamlError::Undecryptable)?;
     let root = doc.root_element();
-    let assertions: Vec<_> = doc
-        .descendants()
-        .filter(|n| {
-            n.has_tag_name((NS_ASSERTION, "Assertion"))
-                || n.has_tag_name((NS_ASSERTION, "EncryptedAssertion"))
-        })
-        .collect();
-    match assertions.as_slice() {
+    match assertions(&doc).as_slice() {
         [a] if a.has_tag_name((NS_ASSERTION, "Assertion")) && a.parent_element() == Some(root) => {
             Ok(())
         }

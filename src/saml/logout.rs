@@ -16,7 +16,8 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use openssl::hash::MessageDigest;
 
-use super::response::{nesting_exceeds, MAX_DEPTH, MAX_NODES, NS_ASSERTION, NS_DSIG, NS_PROTOCOL};
+use super::response::{nesting_exceeds, MAX_DEPTH, NS_ASSERTION, NS_DSIG, NS_PROTOCOL};
+use super::xml::parse;
 use super::{SamlError, ServiceProvider};
 
 /// Largest inflated message read; a LogoutRequest is well under 4 KiB.
@@ -206,17 +207,7 @@ impl ServiceProvider {
         let field = saml_request
             .or(saml_response)
             .ok_or(SamlError::MissingResponse)?;
-        if field.len() > super::response::MAX_FORM_FIELD {
-            return Err(SamlError::TooLarge(
-                field.len(),
-                super::response::MAX_FORM_FIELD,
-            ));
-        }
-        let compact: String = field.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(compact.as_bytes())
-            .map_err(|_| SamlError::BadBase64)?;
-        let xml = String::from_utf8(bytes).map_err(|_| SamlError::BadXml("not UTF-8".into()))?;
+        let xml = super::xml::decode_form_field(field)?;
         if saml_request.is_none() {
             return self.read_logout_response(&xml);
         }
@@ -247,20 +238,7 @@ impl ServiceProvider {
                 }
             }
         }
-        let certs = self
-            .inner
-            .idp_signing_certs()
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        use samael::crypto::CryptoProvider as _;
-        let reduced = samael::crypto::Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-            &xml,
-            &certs,
-            samael::crypto::ReduceMode::ValidateAndMarkNoAncestors,
-            self.inner.allowed_signature_algorithms.as_deref(),
-        )
-        .map_err(|_| SamlError::BadSignature)?;
+        let reduced = self.reduce_to_signed(&xml)?;
         let request = self.read_logout_request(&reduced, now)?;
         Ok(SloMessage::Request {
             request,
@@ -440,30 +418,10 @@ pub fn peek_slo_issuer(raw_query: Option<&str>, form_field: Option<&str>) -> Opt
             })?;
             inflate(raw).ok()?
         }
-        (None, Some(f)) => {
-            let compact: String = f.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(compact.as_bytes())
-                .ok()?;
-            String::from_utf8(bytes).ok()?
-        }
+        (None, Some(f)) => super::xml::decode_form_field(f).ok()?,
         (None, None) => return None,
     };
     super::response::peek_xml_issuer(&xml)
-}
-
-fn parse(xml: &str) -> Result<roxmltree::Document<'_>, SamlError> {
-    if nesting_exceeds(xml.as_bytes(), MAX_DEPTH) {
-        return Err(SamlError::TooDeep(MAX_DEPTH));
-    }
-    let opts = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_NODES,
-    };
-    roxmltree::Document::parse_with_options(xml, opts).map_err(|e| match e {
-        roxmltree::Error::DtdDetected => SamlError::Dtd,
-        e => SamlError::BadXml(e.to_string()),
-    })
 }
 
 /// One percent-encoded query component, decoded (`+` is a space, as in forms).

@@ -11,6 +11,7 @@ mod logout;
 pub mod metadata;
 mod request;
 mod response;
+mod xml;
 
 use std::sync::Once;
 
@@ -130,6 +131,25 @@ impl ServiceProvider {
                     .collect()
             })
             .collect()
+    }
+
+    /// Verify every signature in `xml` against the IdP's keys (libxmlsec1 through samael)
+    /// and return only the signed content.
+    fn reduce_to_signed(&self, xml: &str) -> Result<String, SamlError> {
+        use samael::crypto::CryptoProvider as _;
+        let certs = self
+            .inner
+            .idp_signing_certs()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        samael::crypto::Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+            xml,
+            &certs,
+            samael::crypto::ReduceMode::ValidateAndMarkNoAncestors,
+            self.inner.allowed_signature_algorithms.as_deref(),
+        )
+        .map_err(|_| SamlError::BadSignature)
     }
 
     pub fn allows_idp_initiated(&self) -> bool {

@@ -11,7 +11,6 @@
 //!    the signed content;
 //! 4. the identity is read from what samael returned, never from the document of step 2.
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
 use super::{SamlError, ServiceProvider};
@@ -92,18 +91,7 @@ impl ServiceProvider {
         if form_field.is_empty() {
             return Err(SamlError::MissingResponse);
         }
-        if form_field.len() > MAX_FORM_FIELD {
-            return Err(SamlError::TooLarge(form_field.len(), MAX_FORM_FIELD));
-        }
-        // Some IdPs wrap the base64 at 76 columns.
-        let compact: String = form_field
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(compact.as_bytes())
-            .map_err(|_| SamlError::BadBase64)?;
-        let xml = String::from_utf8(bytes).map_err(|_| SamlError::BadXml("not UTF-8".into()))?;
+        let xml = super::xml::decode_form_field(form_field)?;
 
         if nesting_exceeds(xml.as_bytes(), MAX_DEPTH) {
             return Err(SamlError::TooDeep(MAX_DEPTH));
@@ -152,14 +140,7 @@ impl ServiceProvider {
         now: DateTime<Utc>,
         response_verified: bool,
     ) -> Result<Envelope, SamlError> {
-        let opts = roxmltree::ParsingOptions {
-            allow_dtd: false,
-            nodes_limit: MAX_NODES,
-        };
-        let doc = roxmltree::Document::parse_with_options(xml, opts).map_err(|e| match e {
-            roxmltree::Error::DtdDetected => SamlError::Dtd,
-            e => SamlError::BadXml(e.to_string()),
-        })?;
+        let doc = super::xml::parse(xml)?;
         let root = doc.root_element();
         if !(root.has_tag_name((NS_PROTOCOL, "Response"))) {
             return Err(SamlError::NotAResponse(root.tag_name().name().to_string()));
@@ -186,13 +167,7 @@ impl ServiceProvider {
         }
 
         // Exactly one Assertion or EncryptedAssertion anywhere, and it is the Response's child.
-        let assertions: Vec<_> = doc
-            .descendants()
-            .filter(|n| {
-                n.has_tag_name((NS_ASSERTION, "Assertion"))
-                    || n.has_tag_name((NS_ASSERTION, "EncryptedAssertion"))
-            })
-            .collect();
+        let assertions = super::xml::assertions(&doc);
         if assertions.len() != 1 {
             return Err(SamlError::AssertionCount(assertions.len()));
         }
@@ -442,29 +417,12 @@ impl ServiceProvider {
 /// The Issuer a SAMLResponse form field claims (the Response's, else its Assertion's), read
 /// without verifying anything: only to pick which IdP's keys will then verify it.
 pub fn peek_issuer(form_field: &str) -> Option<String> {
-    if form_field.len() > MAX_FORM_FIELD {
-        return None;
-    }
-    let compact: String = form_field
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
-        .ok()?;
-    peek_xml_issuer(std::str::from_utf8(&bytes).ok()?)
+    peek_xml_issuer(&super::xml::decode_form_field(form_field).ok()?)
 }
 
 /// The Issuer of a SAML protocol message's root, else of its Assertion; unverified.
 pub(super) fn peek_xml_issuer(xml: &str) -> Option<String> {
-    if nesting_exceeds(xml.as_bytes(), MAX_DEPTH) {
-        return None;
-    }
-    let opts = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_NODES,
-    };
-    let doc = roxmltree::Document::parse_with_options(xml, opts).ok()?;
+    let doc = super::xml::parse(xml).ok()?;
     let root = doc.root_element();
     let issuer_of = |n: roxmltree::Node| {
         n.children()
