@@ -1053,3 +1053,31 @@ fn idp_initiated_login_when_allowed_keeps_replay_and_redirect_checks() {
         "answers no request",
     );
 }
+
+#[test]
+fn attacker_text_in_a_reference_never_reaches_the_log() {
+    // libxml2 quotes a bad XPath (built from a Reference URI) on stderr, which is the log:
+    // a `'` and an encoded newline would let a sender write lines of their own there.
+    let mut h = Harness::start();
+    let (mut b, form) = answer(&h, user("alice"));
+    let xml = decode(&form.saml_response);
+    let at = xml.find("URI=\"#").expect("a Reference") + 6;
+    let forged = format!(
+        "{}'&#10;[2026-01-01T00:00:00Z INFO  samlgate] INJECTED-LOG-LINE {}",
+        &xml[..at],
+        &xml[at..]
+    );
+    let r = b.post_acs(
+        &form.action,
+        Some(&encode(&forged)),
+        form.relay_state.as_deref(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let log = h.gateway_log();
+    assert!(!log.contains("INJECTED-LOG-LINE"), "{log}");
+    assert!(
+        !log.contains("XPath error") && !log.contains("C14N error"),
+        "{log}"
+    );
+    no_users(&mut h);
+}

@@ -207,6 +207,7 @@ impl ServiceProvider {
         let field = saml_request
             .or(saml_response)
             .ok_or(SamlError::MissingResponse)?;
+        super::silence_libxml2_here();
         let xml = super::xml::decode_form_field(field)?;
         if saml_request.is_none() {
             return self.read_logout_response(&xml);

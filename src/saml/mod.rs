@@ -96,17 +96,45 @@ pub struct ServiceProvider {
     max_issue_delay: chrono::Duration,
 }
 
+type XmlStructuredErrorFunc =
+    Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void, error: *const std::ffi::c_void)>;
+
 extern "C" {
     // libxmlsec1 writes every verification failure to stderr by default; we log our own.
     fn xmlSecErrorsDefaultCallbackEnableOutput(enabled: std::os::raw::c_int);
+    // libxml2 prints parser, C14N and XPath complaints to stderr, quoting parts of the
+    // message (an ID from a Reference URI, say): attacker text in the log, newlines included.
+    // A structured handler replaces that output. Its state is per thread: the default for
+    // threads yet to come, and the current thread's.
+    fn xmlThrDefSetStructuredErrorFunc(ctx: *mut std::ffi::c_void, handler: XmlStructuredErrorFunc);
+    fn xmlSetStructuredErrorFunc(ctx: *mut std::ffi::c_void, handler: XmlStructuredErrorFunc);
+}
+
+/// Drops libxml2's error reports; every failure reaches us as an error value anyway.
+unsafe extern "C" fn ignore_xml_error(
+    _ctx: *mut std::ffi::c_void,
+    _error: *const std::ffi::c_void,
+) {
 }
 
 fn silence_xmlsec() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: sets a process-wide flag in libxmlsec1; no pointers are involved.
-        unsafe { xmlSecErrorsDefaultCallbackEnableOutput(0) }
+        // SAFETY: sets process-wide flags / handler pointers in libxmlsec1 and libxml2; the
+        // handler is a plain function that touches neither of its arguments.
+        unsafe {
+            xmlSecErrorsDefaultCallbackEnableOutput(0);
+            xmlThrDefSetStructuredErrorFunc(std::ptr::null_mut(), Some(ignore_xml_error));
+        }
     });
+    silence_libxml2_here();
+}
+
+/// The current thread's libxml2 error handler (threads that touched libxml2 before
+/// `silence_xmlsec` keep the old default otherwise). Cheap: one thread-local store.
+pub(super) fn silence_libxml2_here() {
+    // SAFETY: as above.
+    unsafe { xmlSetStructuredErrorFunc(std::ptr::null_mut(), Some(ignore_xml_error)) }
 }
 
 impl ServiceProvider {

@@ -91,6 +91,7 @@ impl ServiceProvider {
         if form_field.is_empty() {
             return Err(SamlError::MissingResponse);
         }
+        super::silence_libxml2_here();
         let xml = super::xml::decode_form_field(form_field)?;
 
         if nesting_exceeds(xml.as_bytes(), MAX_DEPTH) {
