@@ -24,6 +24,7 @@ pub struct Metrics {
     users_updated: AtomicU64,
     users_reactivated: AtomicU64,
     group_changes: AtomicU64,
+    requests_denied: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
@@ -52,6 +53,11 @@ impl Metrics {
         if let Ok(mut m) = self.logins_not_ok.lock() {
             *m.entry((result, cause.to_string())).or_default() += 1;
         }
+    }
+
+    /// A logged-in request refused by a route's policy (groups, header size).
+    pub fn denied(&self) {
+        self.requests_denied.fetch_add(1, Relaxed);
     }
 
     /// Group memberships changed by an admin (counted with those from logins).
@@ -117,6 +123,12 @@ impl Metrics {
             "samlgate_group_membership_changes_total",
             "Group memberships added or removed (logins and admins).",
             self.group_changes.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "samlgate_requests_denied_total",
+            "Logged-in requests refused by a route's policy (groups, identity header size).",
+            self.requests_denied.load(Relaxed),
         );
         let _ = writeln!(
             o,

@@ -27,6 +27,22 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{file}: key `server.tls_cert`: {message}")]
     Tls { file: String, message: String },
+    #[error("{file}: key `jwt.key_file`: {error}")]
+    Jwt {
+        file: String,
+        error: crate::jwt::JwtError,
+    },
+    #[error("{file}: key `server.tls_cert`: {error}")]
+    TlsFiles {
+        file: String,
+        error: crate::tls::TlsError,
+    },
+    #[error("{file}: key `server.http_redirect_listen`: cannot listen on {addr}: {error}")]
+    Redirect {
+        file: String,
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
     #[error("{file}: {error}")]
     Admin {
         file: String,
@@ -42,8 +58,11 @@ pub struct App {
     pub logins: Arc<Logins>,
     pub logouts: Arc<Logouts>,
     pub metrics: Arc<Metrics>,
+    pub jwt: Option<Arc<crate::jwt::Signer>>,
     /// The admin listener, bound at build time so a taken port fails the start.
     admin: Option<(std::net::TcpListener, Arc<Admin>)>,
+    tls: Option<Arc<crate::tls::Resolver>>,
+    redirect: Option<std::net::TcpListener>,
 }
 
 impl App {
@@ -53,6 +72,37 @@ impl App {
             .iter()
             .map(|idp| crate::idp_metadata::at_start(&cfg, idp))
             .collect::<Result<Vec<_>, _>>()?;
+        let file = cfg.file.display().to_string();
+        let jwt = if cfg.jwt.used {
+            let signer = crate::jwt::Signer::load_or_create(&cfg.jwt.key_file, &cfg.jwt.issuer)
+                .map_err(|error| StartError::Jwt {
+                    file: file.clone(),
+                    error,
+                })?;
+            Some(Arc::new(signer))
+        } else {
+            None
+        };
+        let tls = match &cfg.server.tls {
+            Some(t) => Some(Arc::new(crate::tls::Resolver::new(
+                crate::tls::load(&t.cert, &t.key).map_err(|error| StartError::TlsFiles {
+                    file: file.clone(),
+                    error,
+                })?,
+            ))),
+            None => None,
+        };
+        let redirect =
+            match cfg.server.http_redirect_listen {
+                Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|error| {
+                    StartError::Redirect {
+                        file: file.clone(),
+                        addr,
+                        error,
+                    }
+                })?),
+                None => None,
+            };
         let store = Store::open(&cfg.store_path)?;
         let sessions = Arc::new(Sessions::new(store.clone(), &cfg.session));
         let metrics = Arc::new(Metrics::default());
@@ -104,7 +154,10 @@ impl App {
             logins,
             logouts,
             metrics,
+            jwt,
             admin,
+            tls,
+            redirect,
         })
     }
 }
@@ -155,27 +208,35 @@ pub fn run(
         crate::idp_metadata::spawn_refresh(cfg.clone(), i, app.logins.clone());
     }
 
+    let live = Arc::new(arc_swap::ArcSwap::from_pointee(crate::proxy::Live::new(
+        cfg.clone(),
+    )));
     let gateway = Gateway {
         cfg: cfg.clone(),
+        live: live.clone(),
         logins: app.logins.clone(),
         logouts: app.logouts.clone(),
         sessions: app.sessions.clone(),
         metrics: app.metrics.clone(),
+        jwt: app.jwt.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     let listen = cfg.server.listen.to_string();
-    match &cfg.server.tls {
+    match &app.tls {
         None => proxy.add_tcp(&listen),
-        Some(tls) => proxy
-            .add_tls(
-                &listen,
-                &tls.cert.display().to_string(),
-                &tls.key.display().to_string(),
-            )
-            .map_err(|e| StartError::Tls {
-                file: cfg.file.display().to_string(),
-                message: e.to_string(),
-            })?,
+        Some(resolver) => {
+            let mut settings =
+                pingora::listeners::tls::TlsSettings::with_callbacks(Box::new(NoCallbacks))
+                    .map_err(|e| StartError::Tls {
+                        file: cfg.file.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+            settings.set_cert_resolver(resolver.clone());
+            if cfg.server.http2 {
+                settings.enable_h2();
+            }
+            proxy.add_tls_with_settings(&listen, None, settings);
+        }
     }
     server.add_service(proxy);
     server.add_service(background_service(
@@ -196,14 +257,41 @@ pub fn run(
             HttpService::new(listener, move |req| admin.clone().handle(req)),
         ));
     }
+    server.add_service(background_service(
+        "config reload",
+        crate::reload::Reloader {
+            file: cfg.file.clone(),
+            live,
+            tls: app.tls.clone(),
+            jwt: app.jwt.clone(),
+        },
+    ));
+    if let Some(listener) = app.redirect {
+        let target = cfg.server.public_url.clone();
+        log::info!(
+            "redirecting plain http on {:?} to {target}",
+            listener.local_addr().ok()
+        );
+        server.add_service(background_service(
+            "http redirect",
+            HttpService::new(listener, move |req| {
+                let target = target.clone();
+                async move { https_redirect(&target, &req) }
+            }),
+        ));
+    }
     for svc in extra {
         server.add_boxed_service(svc);
     }
     log::info!(
-        "samlgate listening on {} ({}), upstream {}, IdP {}",
+        "samlgate listening on {} ({}), routes {}, IdP {}",
         cfg.server.listen,
         cfg.server.public_url,
-        cfg.upstream.address,
+        cfg.routes
+            .iter()
+            .map(|r| format!("{} -> {}", r.name, r.upstream.address))
+            .collect::<Vec<_>>()
+            .join(", "),
         app.logins
             .idps()
             .iter()
@@ -212,4 +300,29 @@ pub fn run(
             .join(", ")
     );
     server.run_forever()
+}
+
+/// The TLS listener needs a callbacks value to take a certificate resolver; we need none.
+struct NoCallbacks;
+
+#[async_trait::async_trait]
+impl pingora::listeners::TlsAccept for NoCallbacks {}
+
+/// 301 to the same path and query under `public_url` (never to the Host the client named).
+fn https_redirect(
+    public_url: &str,
+    req: &hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.starts_with('/') && !p.starts_with("//"))
+        .unwrap_or("/");
+    hyper::Response::builder()
+        .status(301)
+        .header("Location", format!("{public_url}{pq}"))
+        .header("Content-Length", "0")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap_or_default()
 }

@@ -89,7 +89,9 @@ fn h02_public_paths_carry_no_identity_at_all() {
         seen.identity_like()
     );
 
-    // And a path that only looks public is not (Tomcat and Spring read `..;` as `..`).
+    // And a path that only looks public is not (Tomcat and Spring read `..;` as `..`): such a
+    // path is refused outright, logged in or not, and never reaches the backend.
+    let before = h.backend.count();
     for path in [
         "/public/../admin",
         "/public/..;/admin",
@@ -97,8 +99,17 @@ fn h02_public_paths_carry_no_identity_at_all() {
         "/public\\..\\admin",
     ] {
         let r = raw_get(&h, path, &["Accept: text/html"]);
-        assert_eq!(r.status, 302, "{path} must need a login");
+        assert_eq!(r.status, 400, "{path} must be refused");
+        assert!(r.text().contains("Reference:"), "{}", r.text());
     }
+    // Only looks odd, cannot climb: needs a login like any protected path.
+    let r = raw_get(&h, "/public/%252e%252e/admin", &["Accept: text/html"]);
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        h.backend.count(),
+        before,
+        "none of these reached the backend"
+    );
 }
 
 #[test]

@@ -5,6 +5,11 @@
 //! Every error names the file, the key and what is wrong with it.
 
 mod raw;
+mod routes;
+
+pub use routes::{
+    check_public_path, Access, AppRoute, Cidr, Encoding, HeaderContract, JwtRule, Overflow,
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,7 +44,8 @@ pub struct Config {
     /// The file this came from, for messages.
     pub file: PathBuf,
     pub server: ServerConfig,
-    pub upstream: UpstreamConfig,
+    /// In match order (see `routes::order`); `[upstream]`, when given, is the last, catch-all one.
+    pub routes: Vec<AppRoute>,
     pub store_path: PathBuf,
     pub session: SessionConfig,
     pub sp: SpConfig,
@@ -47,9 +53,23 @@ pub struct Config {
     pub idps: Vec<IdpConfig>,
     pub attributes: AttributeMap,
     pub provisioning: ProvisioningPolicy,
-    pub headers: HeaderNames,
+    /// Every identity header name of every route, normalised (lowercase, `_` as `-`): removed
+    /// from every client request on every route.
+    pub strip_headers: Vec<String>,
     pub identity: IdentityPolicy,
     pub admin: AdminConfig,
+    pub jwt: JwtConfig,
+    /// text | json | logfmt
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// ES256 (P-256) private key, PEM; created (mode 0600) when missing and a route needs it.
+    pub key_file: PathBuf,
+    pub issuer: String,
+    /// Whether any route sends a JWT (only then is a key loaded or made).
+    pub used: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -64,8 +84,15 @@ pub struct ServerConfig {
     pub grace_period_seconds: u64,
     /// Reserved prefix for the gateway's own endpoints, e.g. `/_saml`.
     pub sp_path_prefix: String,
-    /// Path prefixes served without a login (identity headers are still stripped).
-    pub public_paths: Vec<String>,
+    /// Peers whose X-Forwarded-For/-Proto/-Host are believed; from anyone else they are
+    /// replaced.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Offer HTTP/2 to TLS clients (ALPN).
+    pub http2: bool,
+    /// The Strict-Transport-Security value to send, when switched on (https only).
+    pub hsts: Option<String>,
+    /// A plain-http listener that redirects everything to `public_url`.
+    pub http_redirect_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -330,18 +357,6 @@ pub struct AdminConfig {
     pub token_file: PathBuf,
 }
 
-#[derive(Debug, Clone)]
-pub struct HeaderNames {
-    pub user: String,
-    pub email: String,
-    pub display_name: String,
-    pub groups: String,
-    /// (extra attribute key, header name), from `[attributes.extra]`.
-    pub extra: Vec<(String, String)>,
-    /// Every name removed from client requests, normalised (lowercase, `_` as `-`).
-    pub strip_normalised: Vec<String>,
-}
-
 /// Lowercase and `_` -> `-`: the form in which two spellings of one header compare equal.
 /// Some servers (CGI, PHP, some WSGI stacks) treat `X_Auth_User` as `X-Auth-User`.
 pub fn normalise_header_name(name: &str) -> String {
@@ -494,34 +509,45 @@ impl Config {
             ));
         }
         for p in &raw.server.public_paths {
-            if !p.starts_with('/') {
-                return Err(invalid(
-                    "server.public_paths",
-                    format!("`{p}` must start with /"),
-                ));
-            }
-            if p == "/" {
-                return Err(invalid(
-                    "server.public_paths",
-                    "`/` would make the whole application public; list the public prefixes".into(),
-                ));
-            }
-            if p.starts_with(&prefix) {
-                return Err(invalid(
-                    "server.public_paths",
-                    format!("`{p}` lies under the reserved prefix {prefix}"),
-                ));
-            }
+            check_public_path(p, &prefix).map_err(|m| invalid("server.public_paths", m))?;
         }
-
-        // [upstream]
-        let upstream_url = raw.upstream.url.ok_or_else(|| {
-            invalid(
-                "upstream.url",
-                "is required, like http://127.0.0.1:3000".into(),
-            )
-        })?;
-        let upstream = parse_upstream(&upstream_url).map_err(|m| invalid("upstream.url", m))?;
+        let mut trusted_proxies = Vec::new();
+        for t in &raw.server.trusted_proxies {
+            trusted_proxies.push(Cidr::parse(t).map_err(|m| invalid("server.trusted_proxies", m))?);
+        }
+        let http2 = raw.server.http2.unwrap_or(true);
+        let hsts = match raw.server.hsts_seconds {
+            None | Some(0) => None,
+            Some(_) if !https => {
+                return Err(invalid(
+                    "server.hsts_seconds",
+                    "browsers ignore HSTS over http; it needs an https public_url".into(),
+                ))
+            }
+            Some(n) => Some(format!(
+                "max-age={n}{}",
+                if raw.server.hsts_include_subdomains == Some(true) {
+                    "; includeSubDomains"
+                } else {
+                    ""
+                }
+            )),
+        };
+        let http_redirect_listen = match &raw.server.http_redirect_listen {
+            None => None,
+            Some(_) if !https => {
+                return Err(invalid(
+                    "server.http_redirect_listen",
+                    "redirects to https, so public_url must be https".into(),
+                ))
+            }
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "server.http_redirect_listen",
+                    format!("`{a}` is not an address:port like 0.0.0.0:80"),
+                )
+            })?),
+        };
 
         // [store]
         let store_path = resolve(raw.store.path.as_deref().unwrap_or("samlgate.redb"));
@@ -996,80 +1022,126 @@ impl Config {
             },
         };
 
-        // [headers]
-        let h = raw.headers;
-        let header = |key: &'static str, v: Option<String>, default: &str| {
-            let v = v.unwrap_or_else(|| default.to_string());
-            if v.is_empty() || http::HeaderName::from_bytes(v.as_bytes()).is_err() {
-                return Err(invalid(key, format!("`{v}` is not a valid header name")));
-            }
-            Ok(v)
-        };
-        let user = header("headers.user", h.user, "X-Auth-User")?;
-        let email = header("headers.email", h.email, "X-Auth-Email")?;
-        let display_name = header("headers.display_name", h.display_name, "X-Auth-Name")?;
-        let groups = header("headers.groups", h.groups, "X-Auth-Groups")?;
-        let reserved = [&user, &email, &display_name, &groups];
-        let mut seen_extra: Vec<String> = Vec::new();
-        for x in &attributes.extra {
-            let n = normalise_header_name(&x.header);
-            let clash = reserved.iter().any(|r| normalise_header_name(r) == n)
-                || seen_extra.contains(&n)
-                || [
-                    "host",
-                    "cookie",
-                    "authorization",
-                    "content-length",
-                    "transfer-encoding",
-                    "connection",
-                    "upgrade",
-                    "te",
-                    "trailer",
-                    "keep-alive",
-                    "proxy-authorization",
-                    "proxy-connection",
-                    "expect",
-                ]
-                .contains(&n.as_str())
-                || n.starts_with("x-forwarded-")
-                || n == "forwarded";
-            if clash {
-                return Err(invalid(
-                    "attributes.extra",
-                    format!("`{}`: header `{}` is a built-in identity header, another extra's header, or one the proxy needs (Host, Cookie, Authorization, hop-by-hop, Forwarded)", x.key, x.header),
-                ));
-            }
-            seen_extra.push(n);
-        }
+        // [headers] and [[routes]]
         let extra_headers: Vec<(String, String)> = attributes
             .extra
             .iter()
             .map(|x| (x.key.clone(), x.header.clone()))
             .collect();
-        let mut strip_normalised: Vec<String> = [&user, &email, &display_name, &groups]
-            .into_iter()
-            .chain(extra_headers.iter().map(|(_, h)| h))
-            .map(|n| normalise_header_name(n))
-            .collect();
-        for s in h.strip {
+        let global_headers = raw.headers;
+        let default_contract =
+            routes::contract(&global_headers, "headers", "default", &extra_headers)
+                .map_err(|(k, m)| invalid(&k, m))?;
+        for x in &attributes.extra {
+            let n = normalise_header_name(&x.header);
+            if http::HeaderName::from_bytes(x.header.as_bytes()).is_err() {
+                return Err(invalid(
+                    "attributes.extra",
+                    format!("`{}`: `{}` is not a valid header name", x.key, x.header),
+                ));
+            }
+            if default_contract
+                .names()
+                .filter(|h| normalise_header_name(h) == n)
+                .count()
+                > 1
+                || routes::reserved(&n)
+            {
+                return Err(invalid(
+                    "attributes.extra",
+                    format!("`{}`: header `{}` is a built-in identity header, another extra's header, or one the proxy needs (Host, Cookie, Authorization, hop-by-hop, Forwarded)", x.key, x.header),
+                ));
+            }
+        }
+        let inputs = routes::RouteInputs {
+            file,
+            base,
+            sp_prefix: &prefix,
+            global_headers: &global_headers,
+            extra: &extra_headers,
+        };
+        let mut app_routes = Vec::new();
+        for (i, r) in raw.routes.iter().enumerate() {
+            app_routes.push(routes::route(r, i, &inputs).map_err(|(k, m)| invalid(&k, m))?);
+        }
+        match raw.upstream {
+            Some(up) => {
+                let url = up.url.ok_or_else(|| {
+                    invalid(
+                        "upstream.url",
+                        "is required, like http://127.0.0.1:3000".into(),
+                    )
+                })?;
+                app_routes.push(AppRoute {
+                    name: "default".into(),
+                    hosts: Vec::new(),
+                    path_prefix: "/".into(),
+                    upstream: parse_upstream(&url).map_err(|m| invalid("upstream.url", m))?,
+                    upstream_ca: Vec::new(),
+                    public_paths: raw.server.public_paths.clone(),
+                    access: Access::Authenticated,
+                    headers: default_contract.clone(),
+                });
+            }
+            None if app_routes.is_empty() => {
+                return Err(invalid(
+                    "upstream.url",
+                    "is required (or [[routes]] entries), like http://127.0.0.1:3000".into(),
+                ))
+            }
+            None => {
+                if !raw.server.public_paths.is_empty() {
+                    return Err(invalid(
+                        "server.public_paths",
+                        "applies to [upstream]; with [[routes]] only, give each route its public_paths".into(),
+                    ));
+                }
+            }
+        }
+        routes::order(&mut app_routes).map_err(|(k, m)| invalid(&k, m))?;
+        let mut strip_headers: Vec<String> = [
+            "X-Auth-User",
+            "X-Auth-Email",
+            "X-Auth-Name",
+            "X-Auth-Groups",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(default_contract.names().cloned())
+        .chain(app_routes.iter().flat_map(|r| r.headers.names().cloned()))
+        .map(|n| normalise_header_name(&n))
+        .collect();
+        for s in global_headers.strip.iter().flatten() {
             if http::HeaderName::from_bytes(s.as_bytes()).is_err() {
                 return Err(invalid(
                     "headers.strip",
                     format!("`{s}` is not a valid header name"),
                 ));
             }
-            strip_normalised.push(normalise_header_name(&s));
+            strip_headers.push(normalise_header_name(s));
         }
-        strip_normalised.sort();
-        strip_normalised.dedup();
-        let headers = HeaderNames {
-            user,
-            email,
-            display_name,
-            groups,
-            extra: extra_headers,
-            strip_normalised,
+        strip_headers.sort();
+        strip_headers.dedup();
+
+        // [jwt] and [log]
+        let jwt = JwtConfig {
+            key_file: match raw.jwt.key_file.as_deref() {
+                Some(p) => resolve(p),
+                None => store_path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("jwt-es256-key.pem"),
+            },
+            issuer: raw.jwt.issuer.unwrap_or_else(|| public_url.clone()),
+            used: app_routes.iter().any(|r| r.headers.jwt.is_some()),
         };
+        let log_format = raw.log.format.unwrap_or_else(|| "text".into());
+        if !["text", "json", "logfmt"].contains(&log_format.as_str()) {
+            return Err(invalid(
+                "log.format",
+                format!("`{log_format}` is not one of text, json, logfmt"),
+            ));
+        }
 
         Ok(Config {
             file: file.to_path_buf(),
@@ -1081,18 +1153,23 @@ impl Config {
                 threads,
                 grace_period_seconds: raw.server.grace_period_seconds.unwrap_or(10),
                 sp_path_prefix: prefix,
-                public_paths: raw.server.public_paths,
+                trusted_proxies,
+                http2,
+                hsts,
+                http_redirect_listen,
             },
-            upstream,
+            routes: app_routes,
             store_path,
             session,
             sp,
             idps,
             attributes,
             provisioning,
-            headers,
+            strip_headers,
             identity,
             admin,
+            jwt,
+            log_format,
         })
     }
 }
@@ -1381,7 +1458,7 @@ metadata_file = "idp.xml"
             .allowed_algorithms
             .iter()
             .any(|a| a.contains("sha1")));
-        assert_eq!(c.upstream.address, "127.0.0.1:3000");
+        assert_eq!(c.routes[0].upstream.address, "127.0.0.1:3000");
     }
 
     #[test]

@@ -9,7 +9,14 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub server: RawServer,
-    pub upstream: RawUpstream,
+    /// The catch-all application; optional when `[[routes]]` cover everything.
+    pub upstream: Option<RawUpstream>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub jwt: RawJwt,
+    #[serde(default)]
+    pub log: RawLog,
     #[serde(default)]
     pub store: RawStore,
     #[serde(default)]
@@ -44,6 +51,47 @@ pub struct RawServer {
     pub sp_path_prefix: Option<String>,
     #[serde(default)]
     pub public_paths: Vec<String>,
+    /// Peers (addresses or CIDR blocks) whose X-Forwarded-* headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub http2: Option<bool>,
+    pub hsts_seconds: Option<u64>,
+    pub hsts_include_subdomains: Option<bool>,
+    /// A plain-http listener that only redirects to `public_url`.
+    pub http_redirect_listen: Option<String>,
+}
+
+/// One application behind the gateway: where it is, who may reach it, what it is told.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub path_prefix: Option<String>,
+    pub upstream: Option<String>,
+    pub upstream_ca_file: Option<String>,
+    pub access: Option<String>,
+    #[serde(default)]
+    pub groups_any: Vec<String>,
+    #[serde(default)]
+    pub groups_all: Vec<String>,
+    #[serde(default)]
+    pub public_paths: Vec<String>,
+    pub headers: Option<RawHeaders>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub key_file: Option<String>,
+    pub issuer: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -190,13 +238,21 @@ pub struct RawProvisioning {
     pub contact: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeaders {
     pub user: Option<String>,
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub groups: Option<String>,
-    #[serde(default)]
-    pub strip: Vec<String>,
+    pub session_id: Option<String>,
+    pub encoding: Option<String>,
+    pub max_bytes: Option<usize>,
+    pub on_overflow: Option<String>,
+    /// Header carrying a signed JWT of the identity; absent or "" = none.
+    pub jwt: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_ttl_seconds: Option<u64>,
+    /// Only in the global `[headers]`: more names to remove from every client request.
+    pub strip: Option<Vec<String>>,
 }

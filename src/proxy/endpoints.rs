@@ -170,8 +170,11 @@ fn wants_api_answer(req: &pingora::http::RequestHeader) -> bool {
             .to_ascii_lowercase()
     };
     let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
+    // A WebSocket (or any upgrade) cannot follow a redirect to the IdP either.
+    let upgrade = req.headers.contains_key(http::header::UPGRADE);
     let accept = header("accept");
     !method_ok
+        || upgrade
         || req.headers.contains_key("x-requested-with")
         || (accept.contains("application/json") && !accept.contains("text/html"))
         || header("sec-fetch-mode") == "cors"
@@ -281,6 +284,23 @@ pub async fn acs(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(
             respond::error_page(session, e.status(), title, &e.reason(), &cid).await
         }
     }
+}
+
+/// The public keys upstreams verify identity JWTs with (an empty set when no route sends one).
+pub async fn jwks(gw: &Gateway, session: &mut Session) -> Result<()> {
+    let body = gw
+        .jwt
+        .as_ref()
+        .map(|s| s.jwks().to_string())
+        .unwrap_or_else(|| r#"{"keys":[]}"#.to_string());
+    respond::send(
+        session,
+        200,
+        &[],
+        "application/jwk-set+json",
+        Bytes::from(body),
+    )
+    .await
 }
 
 pub async fn metadata(gw: &Gateway, session: &mut Session) -> Result<()> {

@@ -1,15 +1,20 @@
 //! The pingora side: the only module that sees a `pingora::proxy::Session`.
 //!
 //! The request path, one hook per stage:
-//!   request_filter           route -> (our endpoint | public | session gate)
-//!   upstream_peer            the configured upstream
-//!   upstream_request_filter  sanitize (strip spoofed headers, our cookies) -> inject identity
-//!   response_filter          the upstream may not set the gateway's cookies
+//!   request_filter           our endpoint | route (host + path) -> public | session gate
+//!                            -> policy (groups) -> prepare identity headers (contract, JWT)
+//!   upstream_peer            the route's upstream
+//!   upstream_request_filter  sanitize (strip spoofed headers, our cookies) -> forwarded
+//!                            (X-Forwarded-*, trusted proxies only) -> inject identity
+//!   request/response_body_filter  an upgraded (WebSocket) connection ends with its session
+//!   response_filter          the upstream may not set the gateway's cookies; HSTS
 //!   fail_to_proxy            our error page instead of pingora's
 //!   logging                  one line per request with the correlation id
 
 mod endpoints;
+pub mod forwarded;
 pub mod inject;
+pub mod policy;
 pub mod respond;
 pub mod route;
 pub mod sanitize;
@@ -17,7 +22,9 @@ pub mod sanitize;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -28,12 +35,50 @@ use crate::login::Logins;
 use crate::session::{Identity, Sessions};
 use route::Route;
 
-pub struct Gateway {
+/// What a reload (SIGHUP) may change: routes, header contracts, trusted proxies, HSTS. Each
+/// request takes one snapshot, so it sees one version from start to end.
+pub struct Live {
     pub cfg: Arc<Config>,
+    /// One per route, in `cfg.routes` order, with its CA list built once.
+    peers: Vec<HttpPeer>,
+}
+
+impl Live {
+    pub fn new(cfg: Arc<Config>) -> Live {
+        let peers = cfg
+            .routes
+            .iter()
+            .map(|r| {
+                let up = &r.upstream;
+                let mut peer = HttpPeer::new(up.address.as_str(), up.tls, up.host.clone());
+                if !r.upstream_ca.is_empty() {
+                    let cas: Vec<pingora::utils::tls::WrappedX509> = r
+                        .upstream_ca
+                        .iter()
+                        .map(|der| {
+                            pingora::utils::tls::WrappedX509::new(der.clone(), |c| {
+                                pingora::utils::tls::parse_x509(c)
+                            })
+                        })
+                        .collect();
+                    peer.options.ca = Some(Arc::from(cas.into_boxed_slice()));
+                }
+                peer
+            })
+            .collect();
+        Live { cfg, peers }
+    }
+}
+
+pub struct Gateway {
+    /// The configuration at start: the gateway's own endpoints, cookies and IdPs.
+    pub cfg: Arc<Config>,
+    pub live: Arc<ArcSwap<Live>>,
     pub logins: Arc<Logins>,
     pub logouts: Arc<crate::logout::Logouts>,
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub jwt: Option<Arc<crate::jwt::Signer>>,
 }
 
 /// Per-request state.
@@ -41,8 +86,22 @@ pub struct Ctx {
     correlation_id: String,
     started: Instant,
     route: Route,
+    /// The application route (index into `live.cfg.routes`).
+    app: Option<usize>,
+    live: Option<Arc<Live>>,
     identity: Option<Arc<Identity>>,
+    /// Identity headers for the upstream, made in `request_filter` where a refusal can still
+    /// be answered.
+    inject: inject::Prepared,
     stripped: usize,
+    /// An upgrade request's session token: the connection ends when the session does.
+    upgraded: Option<Watch>,
+    upstream_status: u16,
+}
+
+struct Watch {
+    token: String,
+    checked: Instant,
 }
 
 pub fn now() -> i64 {
@@ -65,26 +124,49 @@ impl ProxyHttp for Gateway {
             correlation_id: correlation_id(),
             started: Instant::now(),
             route: Route::Protected,
+            app: None,
+            live: None,
             identity: None,
+            inject: Vec::new(),
             stripped: 0,
+            upgraded: None,
+            upstream_status: 0,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.route = route::classify(session.req_header().uri.path(), &self.cfg.server);
-        match ctx.route {
-            Route::Public => Ok(false),
-            Route::Protected => endpoints::gate(self, session, ctx).await,
-            Route::Acs => endpoints::acs(self, session, ctx).await.map(|_| true),
-            Route::Metadata => endpoints::metadata(self, session).await.map(|_| true),
-            Route::Login => endpoints::login(self, session, ctx).await.map(|_| true),
-            Route::Logout => endpoints::logout(self, session, ctx).await.map(|_| true),
-            Route::Slo => endpoints::slo(self, session, ctx).await.map(|_| true),
-            Route::UnknownSp => respond::error_page(
+        let live = self.live.load_full();
+        ctx.live = Some(live.clone());
+        let path = session.req_header().uri.path();
+        if let Some(r) = route::sp_endpoint(path, &self.cfg.server) {
+            ctx.route = r;
+            return self.endpoint(r, session, ctx).await.map(|_| true);
+        }
+        let (r, app) = route::select(&live.cfg.routes, host_of(session.req_header()), path);
+        ctx.route = r;
+        ctx.app = app;
+        match (r, app) {
+            (Route::Public, Some(_)) => Ok(false),
+            (Route::Protected, Some(i)) => {
+                if endpoints::gate(self, session, ctx).await? {
+                    return Ok(true);
+                }
+                self.admit(session, ctx, &live, i).await
+            }
+            (Route::BadPath, _) => respond::error_page(
+                session,
+                400,
+                "Address not accepted",
+                "This address contains a `.` or `..` path segment (perhaps encoded), which this gateway does not pass on.",
+                &ctx.correlation_id,
+            )
+            .await
+            .map(|_| true),
+            _ => respond::error_page(
                 session,
                 404,
                 "Not found",
-                "No such page.",
+                "No application is configured at this address.",
                 &ctx.correlation_id,
             )
             .await
@@ -92,35 +174,83 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let up = &self.cfg.upstream;
-        Ok(Box::new(HttpPeer::new(
-            up.address.as_str(),
-            up.tls,
-            up.host.clone(),
-        )))
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let peer = ctx
+            .live
+            .as_ref()
+            .zip(ctx.app)
+            .and_then(|(l, i)| l.peers.get(i));
+        match peer {
+            Some(p) => Ok(Box::new(p.clone())),
+            None => Error::e_explain(pingora::ErrorType::InternalError, "no route chosen"),
+        }
     }
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.stripped = sanitize::strip(upstream_request, &self.cfg);
-        if let Some(id) = &ctx.identity {
-            inject::apply(upstream_request, id, &self.cfg.headers);
+        let Some(live) = ctx.live.clone() else {
+            return Error::e_explain(pingora::ErrorType::InternalError, "no config snapshot");
+        };
+        ctx.stripped = sanitize::strip(upstream_request, &live.cfg);
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let scheme = if self.cfg.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let origin = forwarded::origin(
+            upstream_request,
+            peer,
+            scheme,
+            &live.cfg.server.trusted_proxies,
+        );
+        forwarded::apply(upstream_request, &origin);
+        if ctx.identity.is_some() {
+            inject::apply(upstream_request, &ctx.inject);
         }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.still_logged_in(ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        self.still_logged_in(ctx).map(|_| None)
     }
 
     async fn response_filter(
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
-        sanitize::strip_set_cookies(upstream_response, &self.cfg);
+        ctx.upstream_status = upstream_response.status.as_u16();
+        if let Some(live) = &ctx.live {
+            sanitize::strip_set_cookies(upstream_response, &live.cfg);
+            if let Some(h) = &live.cfg.server.hsts {
+                upstream_response.insert_header("Strict-Transport-Security", h.as_str())?;
+            }
+        }
         Ok(())
     }
 
@@ -164,18 +294,181 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .map(|id| id.username.as_str())
             .unwrap_or("-");
+        let app = ctx
+            .live
+            .as_ref()
+            .zip(ctx.app)
+            .and_then(|(l, i)| l.cfg.routes.get(i))
+            .map(|r| r.name.as_str())
+            .unwrap_or("-");
         let micros = ctx.started.elapsed().as_micros() as u64;
         self.metrics.request(micros);
+        // The path only: a query string can carry tokens.
         log::info!(
-            "request id={} method={} path={} route={:?} user={} status={} stripped={} us={}",
+            "request id={} method={} path={} route={:?} app={} user={} status={} upstream_status={} stripped={} us={}",
             ctx.correlation_id,
             session.req_header().method,
             session.req_header().uri.path(),
             ctx.route,
+            app,
             user,
             status,
+            ctx.upstream_status,
             ctx.stripped,
             micros
         );
     }
+}
+
+/// The Host a request is for (HTTP/2 sends it as the URI's authority).
+fn host_of(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+/// How often an upgraded connection re-checks its session.
+const UPGRADED_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Gateway {
+    async fn endpoint(&self, r: Route, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        match r {
+            Route::Acs => endpoints::acs(self, session, ctx).await,
+            Route::Metadata => endpoints::metadata(self, session).await,
+            Route::Login => endpoints::login(self, session, ctx).await,
+            Route::Logout => endpoints::logout(self, session, ctx).await,
+            Route::Slo => endpoints::slo(self, session, ctx).await,
+            Route::Jwks => endpoints::jwks(self, session).await,
+            _ => {
+                respond::error_page(
+                    session,
+                    404,
+                    "Not found",
+                    "No such page.",
+                    &ctx.correlation_id,
+                )
+                .await
+            }
+        }
+    }
+
+    /// A logged-in user on route `i`: the route's group policy, then the identity headers its
+    /// contract asks for. `Ok(true)` when the request was answered here (refused).
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        live: &Live,
+        i: usize,
+    ) -> Result<bool> {
+        let (Some(id), Some(r)) = (ctx.identity.clone(), live.cfg.routes.get(i)) else {
+            return Error::e_explain(pingora::ErrorType::InternalError, "admit without identity");
+        };
+        if let Err(denied) = policy::check(&r.name, &r.access, &id.groups) {
+            log::info!(
+                "[{}] {} refused on route {}: {}",
+                ctx.correlation_id,
+                id.username,
+                r.name,
+                denied.reason()
+            );
+            self.metrics.denied();
+            respond::error_page(
+                session,
+                403,
+                "Access denied",
+                &denied.reason(),
+                &ctx.correlation_id,
+            )
+            .await?;
+            return Ok(true);
+        }
+        let token = sanitize::cookie(session.req_header(), &self.cfg.session.cookie_name)
+            .unwrap_or("")
+            .to_string();
+        let session_id = r
+            .headers
+            .session_id
+            .as_ref()
+            .map(|_| hex(&crate::session::hash_token(&token)));
+        let jwt = match (&r.headers.jwt, &self.jwt) {
+            (Some(rule), Some(signer)) => match signer.token(&id, i, rule, now()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    log::error!("[{}] cannot sign the identity JWT: {e}", ctx.correlation_id);
+                    return respond::error_page(
+                        session,
+                        500,
+                        "Gateway error",
+                        "The gateway could not vouch for your identity to this application.",
+                        &ctx.correlation_id,
+                    )
+                    .await
+                    .map(|_| true);
+                }
+            },
+            _ => None,
+        };
+        match inject::prepare(&id, &r.headers, session_id.as_deref(), jwt.as_deref()) {
+            Ok(h) => ctx.inject = h,
+            Err(big) => {
+                log::warn!(
+                    "[{}] identity of {} needs {} header bytes on route {}, over its max_bytes {} (on_overflow = reject)",
+                    ctx.correlation_id,
+                    id.username,
+                    big.bytes,
+                    r.name,
+                    big.max
+                );
+                respond::error_page(
+                    session,
+                    403,
+                    "Access denied",
+                    "Your account has more groups than this application can be told about. Ask your administrator (the route's headers.max_bytes).",
+                    &ctx.correlation_id,
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
+        if session
+            .req_header()
+            .headers
+            .contains_key(http::header::UPGRADE)
+        {
+            ctx.upgraded = Some(Watch {
+                token,
+                checked: Instant::now(),
+            });
+        }
+        Ok(false)
+    }
+
+    /// For upgraded connections: end the connection once its session has ended (logout,
+    /// revocation, disabled user, timeout). Checked at most once a second, on traffic.
+    fn still_logged_in(&self, ctx: &mut Ctx) -> Result<()> {
+        let Some(w) = ctx.upgraded.as_mut() else {
+            return Ok(());
+        };
+        if w.checked.elapsed() < UPGRADED_CHECK {
+            return Ok(());
+        }
+        w.checked = Instant::now();
+        if self.sessions.lookup(&w.token, now()).is_some() {
+            return Ok(());
+        }
+        log::info!(
+            "[{}] session ended: closing the upgraded connection",
+            ctx.correlation_id
+        );
+        Error::e_explain(
+            pingora::ErrorType::HTTPStatus(401),
+            "session ended on an upgraded connection",
+        )
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -26,8 +26,7 @@ pub fn strip(req: &mut RequestHeader, cfg: &Config) -> usize {
         .headers
         .keys()
         .filter(|name| {
-            cfg.headers
-                .strip_normalised
+            cfg.strip_headers
                 .iter()
                 .any(|n| same_header(name.as_str(), n))
         })
