@@ -485,6 +485,33 @@ token_file = "admin.token"
         self.start_gateway();
     }
 
+    /// Send a signal (`HUP`, `TERM`, ...) to the running gateway.
+    pub fn signal_gateway(&self, sig: &str) {
+        let pid = self.gateway.as_ref().expect("gateway running").id();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
+    /// Wait until the gateway's log contains `needle` (reloads and the like are asynchronous).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.gateway_log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never logged {needle:?}; its log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The gateway's log so far (for asserting that details reach the log).
     pub fn gateway_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
