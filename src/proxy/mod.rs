@@ -277,7 +277,11 @@ impl ProxyHttp for Gateway {
         } else {
             ("Request failed", "The request could not be handled.")
         };
-        let _ = respond::error_page(session, code, title, reason, &ctx.correlation_id).await;
+        // Once a response (or a 101 and an upgraded stream) is under way, a page would only
+        // corrupt it: the connection just ends.
+        if session.response_written().is_none() {
+            let _ = respond::error_page(session, code, title, reason, &ctx.correlation_id).await;
+        }
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
