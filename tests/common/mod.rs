@@ -159,6 +159,8 @@ pub struct Opts {
     pub encryption_keys: usize,
     /// Lines added to the `[sp]` section.
     pub sp: String,
+    /// Lines added to the `[server]` section.
+    pub server: String,
     /// Give the SP a signing key pair (sp-sign-key.pem, sp-sign-cert.pem).
     pub signing_key: bool,
     /// A second IdP ("partner", for Host `partner.test`): the config then has two `[[idps]]`,
@@ -182,6 +184,7 @@ impl Default for Opts {
             public_url: None,
             encryption_keys: 0,
             sp: String::new(),
+            server: String::new(),
             signing_key: false,
             second_idp: false,
         }
@@ -367,6 +370,7 @@ listen = "127.0.0.1:{gw_port}"
 public_url = "{public_url}"
 {tls_lines}public_paths = [{public}]
 grace_period_seconds = 1
+{server_extra}
 
 [upstream]
 url = "http://127.0.0.1:{be}"
@@ -403,6 +407,7 @@ token_file = "admin.token"
                 extra = opts.extra_config,
                 groups_extra = opts.groups,
                 sp_extra = opts.sp,
+                server_extra = opts.server,
                 public_url = opts
                     .public_url
                     .clone()
