@@ -28,6 +28,93 @@ fn the_example_config_passes_check() {
 }
 
 #[test]
+fn the_two_app_routes_example_passes_check() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/routes.example.toml");
+    let (ok, out) = check(&conf);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn route_mistakes_name_the_route_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let good = std::fs::read_to_string(example.join("routes.example.toml")).unwrap();
+    std::fs::copy(
+        example.join("idp-metadata.example.xml"),
+        dir.path().join("idp-metadata.example.xml"),
+    )
+    .unwrap();
+    let cases = [
+        (
+            good.replace("access = \"groups\"", "access = \"everyone\""),
+            "routes[0].access",
+        ),
+        (
+            good.replace(
+                "path_prefix = \"/reports\"",
+                "path_prefix = \"/reports/../admin\"",
+            ),
+            "routes[1].path_prefix",
+        ),
+        (
+            good.replace(
+                "upstream = \"http://127.0.0.1:3000\"",
+                "upstream = \"http://127.0.0.1:3000\"\nupstream_ca_file = \"ca.pem\"",
+            ),
+            "routes[0].upstream_ca_file",
+        ),
+        (
+            good.replace("encoding = \"json\"", "encoding = \"base64\""),
+            "routes[0].headers.encoding",
+        ),
+        (
+            good.replace(
+                "user = \"X-Remote-User\"",
+                "user = \"X-Forwarded-User\"\nstrip = []",
+            ),
+            "routes[0].headers.strip",
+        ),
+        (
+            good.replace("email = \"X-Remote-Email\"", "email = \"X-Forwarded-For\""),
+            "routes[0].headers.email",
+        ),
+        (
+            good.replace("jwt_ttl_seconds = 120", "jwt_ttl_seconds = 86400"),
+            "routes[1].headers.jwt_ttl_seconds",
+        ),
+        (
+            good.replace(
+                "trusted_proxies = [\"10.0.0.0/8\"]",
+                "trusted_proxies = [\"10.0.0.0/40\"]",
+            ),
+            "server.trusted_proxies",
+        ),
+        (
+            good.replace(
+                "path_prefix = \"/reports\"",
+                "path_prefix = \"/\"\nhosts = [\"wiki.example.com\"]",
+            ),
+            "routes `wiki` and `reports` both claim path / on the same host",
+        ),
+        (
+            good.replace(
+                "public_url = \"https://sso.example.com\"",
+                "public_url = \"http://sso.example.com\"",
+            ),
+            "server.hsts_seconds",
+        ),
+    ];
+    for (text, must_name) in cases {
+        let path = dir.path().join("samlgate.toml");
+        std::fs::write(&path, &text).unwrap();
+        let (ok, out) = check(&path);
+        assert!(!ok, "a bad config must fail: {must_name}");
+        assert!(out.contains(must_name), "names {must_name}: {out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+}
+
+#[test]
 fn check_names_the_file_the_key_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
