@@ -51,16 +51,30 @@ pub fn sp_endpoint(path: &str, server: &ServerConfig) -> Option<Route> {
 /// `/admin;x=1` `/%61dmin` and `/admin%2Fx` all meet the `/admin` route's policy, and any path that a
 /// server could resolve upwards (`/public/..;/admin`, `/a/%2e%2e/b`) is refused outright.
 pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Option<usize>) {
-    let Some(segments) = match_segments(path) else {
-        return (Route::BadPath, None);
+    // Decoded once, all of it: `%61dmin` is `admin` to the server behind us. Most paths have
+    // nothing to decode and are matched in place, without allocating.
+    let decoded: std::borrow::Cow<str> = if path.bytes().any(|b| b == b'%' || b == b'\\') {
+        percent_encoding::percent_decode_str(path)
+            .decode_utf8_lossy()
+            .replace('\\', "/")
+            .into()
+    } else {
+        path.into()
     };
-    let host = host.map(|h| h.trim().to_ascii_lowercase());
+    let segments = || {
+        decoded
+            .split('/')
+            .map(|seg| seg.split(';').next().unwrap_or(""))
+            .filter(|seg| !seg.is_empty())
+    };
+    if segments().any(|seg| seg == "." || seg == "..") {
+        return (Route::BadPath, None);
+    }
+    let host = host.map(str::trim);
     let hit = routes.iter().position(|r| {
         let host_ok = r.hosts.is_empty()
-            || host
-                .as_deref()
-                .is_some_and(|h| r.hosts.iter().any(|x| x == h));
-        host_ok && prefix_matches(&r.path_prefix, &segments)
+            || host.is_some_and(|h| r.hosts.iter().any(|x| x.eq_ignore_ascii_case(h)));
+        host_ok && prefix_matches(&r.path_prefix, segments())
     });
     let Some(i) = hit else {
         return (Route::NoRoute, None);
@@ -83,36 +97,12 @@ pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Op
     )
 }
 
-/// The path's segments as a lenient server would read them, lower-cased; `None` when any of
-/// them is `.` or `..`.
-fn match_segments(path: &str) -> Option<Vec<String>> {
-    // Decoded once, all of it: `%61dmin` is `admin` to the server behind us.
-    let decoded = percent_encoding::percent_decode_str(path)
-        .decode_utf8_lossy()
-        .replace('\\', "/");
-    let mut out = Vec::new();
-    for seg in decoded.split('/') {
-        let seg = seg.split(';').next().unwrap_or("");
-        if seg == "." || seg == ".." {
-            return None;
-        }
-        if !seg.is_empty() {
-            out.push(seg.to_ascii_lowercase());
-        }
-    }
-    Some(out)
-}
-
-fn prefix_matches(prefix: &str, segments: &[String]) -> bool {
-    let want = prefix.split('/').filter(|s| !s.is_empty());
-    let mut have = segments.iter();
-    for w in want {
-        match have.next() {
-            Some(h) if h.eq_ignore_ascii_case(w) => {}
-            _ => return false,
-        }
-    }
-    true
+/// Whether the path's segments start with the prefix's, ignoring ASCII case.
+fn prefix_matches<'a>(prefix: &str, mut have: impl Iterator<Item = &'a str>) -> bool {
+    prefix
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .all(|w| have.next().is_some_and(|h| h.eq_ignore_ascii_case(w)))
 }
 
 /// A path that means the same to every server behind us, so only such paths can be public
