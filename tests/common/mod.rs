@@ -501,6 +501,22 @@ token_file = "admin.token"
         assert!(st.success(), "kill -{sig} {pid}");
     }
 
+    /// Wait up to `limit` for the gateway process to exit; its status, or `None` if it still runs.
+    pub fn wait_gateway_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let c = self.gateway.as_mut()?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.gateway = None;
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Wait until the gateway's log contains `needle` (reloads and the like are asynchronous).
     pub fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
