@@ -20,6 +20,7 @@ pub mod directory;
 pub mod http_service;
 pub mod idp_metadata;
 pub mod jwt;
+pub mod logging;
 pub mod login;
 pub mod logout;
 pub mod metrics;
