@@ -28,6 +28,7 @@ pub mod provision;
 pub mod proxy;
 pub mod reload;
 pub mod saml;
+pub mod sd_notify;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -189,6 +189,57 @@ impl pingora::services::background::BackgroundService for Janitor {
     }
 }
 
+/// Tells systemd (`Type=notify`) when the gateway really serves, and when it starts stopping.
+/// "Ready" is judged from outside, by connecting to the proxy's address, because pingora binds
+/// its listeners inside its own runtimes and reports nothing back; a unit ordered `After=`
+/// samlgate then never meets a refused connection. With `server.tls_cert` set, pingora logs
+/// the probe's unfinished handshake once per start ("Downstream handshake error from 127.0.0.1").
+struct SdNotify {
+    listen: std::net::SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for SdNotify {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return; // not under systemd: nothing to probe for
+        }
+        // A wildcard address cannot be connected to portably; its loopback twin is the same socket.
+        let mut probe = self.listen;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(match probe {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let attempt = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                tokio::net::TcpStream::connect(probe),
+            );
+            tokio::select! {
+                r = attempt => if let Ok(Ok(_)) = r { break },
+                _ = shutdown.changed() => return,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // No READY=1: systemd's start timeout then fails the unit, which is the truth.
+                log::error!("sd_notify: {probe} did not accept a connection within 10 s");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let status = format!("READY=1\nSTATUS=listening on {}", self.listen);
+        if let Err(e) = crate::sd_notify::notify(&status) {
+            log::warn!("sd_notify: READY=1: {e}");
+        }
+        let _ = shutdown.changed().await;
+        if let Err(e) = crate::sd_notify::notify("STOPPING=1") {
+            log::warn!("sd_notify: STOPPING=1: {e}");
+        }
+    }
+}
+
 /// Build the pingora server for `app`; `extra` adds background services (the demo's).
 pub fn run(
     app: App,
@@ -239,6 +290,12 @@ pub fn run(
         }
     }
     server.add_service(proxy);
+    server.add_service(background_service(
+        "sd_notify",
+        SdNotify {
+            listen: cfg.server.listen,
+        },
+    ));
     server.add_service(background_service(
         "store janitor",
         Janitor {
