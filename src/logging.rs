@@ -442,6 +442,61 @@ mod tests {
         assert_eq!(logfmt_key("bad key=\"x\""), "bad_key__x_");
     }
 
+    /// What `init` would install, fed one record directly (installing it would be global).
+    fn through_env_logger(format: LogFormat) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let logger = builder(format)
+            .filter_level(log::LevelFilter::Trace)
+            .write_style(env_logger::WriteStyle::Never)
+            .target(env_logger::Target::Pipe(Box::new(sink.clone())))
+            .build();
+        let kvs = [("user", Value::from("a\nb"))];
+        log::Log::log(
+            &logger,
+            &Record::builder()
+                .level(log::Level::Info)
+                .target("samlgate::request")
+                .args(format_args!("two\nlines"))
+                .key_values(&kvs)
+                .build(),
+        );
+        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.matches('\n').count(), 1, "one line: {out:?}");
+        out
+    }
+
+    #[test]
+    fn init_installs_the_chosen_format() {
+        let json: serde_json::Value =
+            serde_json::from_str(&through_env_logger(LogFormat::Json)).unwrap();
+        assert_eq!(
+            (&json["msg"], &json["user"]),
+            (&"two\nlines".into(), &"a\nb".into())
+        );
+        let logfmt = through_env_logger(LogFormat::Logfmt);
+        assert!(
+            logfmt.starts_with("ts=") && logfmt.ends_with(" msg=\"two\\nlines\" user=\"a\\nb\"\n"),
+            "{logfmt}"
+        );
+        let text = through_env_logger(LogFormat::Text);
+        assert!(
+            text.starts_with('[')
+                && text.ends_with(" INFO  samlgate::request] two\\nlines user=\"a\\nb\"\n"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn the_call_site_syntax_from_the_module_docs_compiles() {
         let (cid, user) = (7u64, String::from("dora"));
