@@ -5,6 +5,8 @@
 //! Linux abstract-namespace name written with a leading `@`. Outside systemd the variable is
 //! unset and every call is a no-op, so the gateway runs the same under a shell, a container
 //! runtime or a test harness.
+//!
+//! `accepts` is the readiness probe: READY=1 is sent only once it succeeds.
 
 use std::ffi::OsStr;
 use std::io;
@@ -63,6 +65,76 @@ fn send_abstract(_sock: &UnixDatagram, _name: &[u8], _state: &str) -> io::Result
         io::ErrorKind::Unsupported,
         "abstract NOTIFY_SOCKET names exist only on Linux",
     ))
+}
+
+/// Succeeds once `addr` accepts a connection, and with `tls` a whole TLS handshake: a probe
+/// that hung up mid-handshake would make pingora log a "Downstream handshake error" at ERROR
+/// on every start. Only the handshake is checked, not the certificate (an operator's name,
+/// not 127.0.0.1, is in it; it is our own socket on loopback, and nothing is sent over it).
+pub async fn accepts(addr: std::net::SocketAddr, tls: bool) -> io::Result<()> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    if !tls {
+        return Ok(());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    // A close_notify, so the server sees an orderly end rather than a reset.
+    tokio::io::AsyncWriteExt::shutdown(&mut stream).await
+}
+
+/// Any certificate, but a genuine handshake: signatures are still checked against it.
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]

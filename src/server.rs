@@ -192,17 +192,21 @@ impl pingora::services::background::BackgroundService for Janitor {
 /// Tells systemd (`Type=notify`) when the gateway really serves, and when it starts stopping.
 /// "Ready" is judged from outside, by connecting to the proxy's address, because pingora binds
 /// its listeners inside its own runtimes and reports nothing back; a unit ordered `After=`
-/// samlgate then never meets a refused connection. With `server.tls_cert` set, pingora logs
-/// the probe's unfinished handshake once per start ("Downstream handshake error from 127.0.0.1").
+/// samlgate then never meets a refused connection.
 struct SdNotify {
     listen: std::net::SocketAddr,
+    /// The probe completes a TLS handshake where the proxy terminates TLS.
+    tls: bool,
 }
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for SdNotify {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         if std::env::var_os("NOTIFY_SOCKET").is_none() {
-            return; // not under systemd: nothing to probe for
+            // Not under systemd: nothing to probe. Waiting rather than returning keeps
+            // pingora's "service exited" line out of every non-systemd start.
+            let _ = shutdown.changed().await;
+            return;
         }
         // A wildcard address cannot be connected to portably; its loopback twin is the same socket.
         let mut probe = self.listen;
@@ -216,7 +220,7 @@ impl pingora::services::background::BackgroundService for SdNotify {
         loop {
             let attempt = tokio::time::timeout(
                 std::time::Duration::from_millis(500),
-                tokio::net::TcpStream::connect(probe),
+                crate::sd_notify::accepts(probe, self.tls),
             );
             tokio::select! {
                 r = attempt => if let Ok(Ok(_)) = r { break },
@@ -294,6 +298,7 @@ pub fn run(
         "sd_notify",
         SdNotify {
             listen: cfg.server.listen,
+            tls: cfg.server.tls.is_some(),
         },
     ));
     server.add_service(background_service(

@@ -113,17 +113,32 @@ impl Drop for Running {
     }
 }
 
-fn receive(sock: &UnixDatagram, want: &str, within: Duration, log: &Path) -> String {
+/// The two gateway tests run one at a time: `free_port` hands out consecutive ports, so the
+/// TLS test's port could otherwise be one of the four the demo was just promised.
+static ONE_GATEWAY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The first datagram with a line equal to `want`; fails early if the gateway has exited.
+fn receive(
+    sock: &UnixDatagram,
+    want: &str,
+    within: Duration,
+    gw: &mut Running,
+    log: &Path,
+) -> String {
     let start = Instant::now();
     let mut buf = vec![0u8; 4096];
     loop {
         let left = within.checked_sub(start.elapsed()).unwrap_or_default();
+        let exited = gw.0.try_wait().unwrap();
+        // After STOPPING=1 the process may exit at once; the datagram is already queued.
+        let gone = exited.is_some() && want != "STOPPING=1";
         assert!(
-            !left.is_zero(),
-            "no {want} within {within:?}; gateway log:\n{}",
+            !left.is_zero() && !gone,
+            "no {want} within {within:?} (exit: {exited:?}); gateway log:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
-        sock.set_read_timeout(Some(left)).unwrap();
+        sock.set_read_timeout(Some(left.min(Duration::from_millis(200))))
+            .unwrap();
         if let Ok(n) = sock.recv(&mut buf) {
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
             if msg.lines().any(|l| l == want) {
@@ -133,41 +148,51 @@ fn receive(sock: &UnixDatagram, want: &str, within: Duration, log: &Path) -> Str
     }
 }
 
-#[test]
-fn the_gateway_reports_ready_once_it_accepts_connections_and_stopping_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("notify.sock");
+/// The gateway started with `args` and `$NOTIFY_SOCKET` bound in `dir`; its stderr in gateway.log.
+fn start_notifying(dir: &Path, args: &[&std::ffi::OsStr]) -> (Running, UnixDatagram, PathBuf) {
+    let socket = dir.join("notify.sock");
     let notify = UnixDatagram::bind(&socket).unwrap();
-    // The demo takes four consecutive ports: gateway, IdP, backend, admin.
-    let base = (0..50)
-        .map(|_| common::free_port())
-        .find(|p| {
-            *p < 32000 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
-        })
-        .expect("four free ports");
-    let log = dir.path().join("gateway.log");
+    let log = dir.join("gateway.log");
     let child = Command::new(env!("CARGO_BIN_EXE_samlgate"))
-        .args(["demo", "--port", &base.to_string(), "--data-dir"])
-        .arg(dir.path().join("demo"))
+        .args(args)
         .env("NOTIFY_SOCKET", &socket)
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut gw = Running(child);
+    (Running(child), notify, log)
+}
 
-    let ready = receive(&notify, "READY=1", Duration::from_secs(60), &log);
+/// READY=1 naming `port`, a connect that succeeds right after it, then SIGTERM -> STOPPING=1 and
+/// a clean exit.
+fn ready_then_stopping(gw: &mut Running, notify: &UnixDatagram, log: &Path, port: u16, tls: bool) {
+    let ready = receive(notify, "READY=1", Duration::from_secs(60), gw, log);
     assert!(
-        ready.contains(&format!("STATUS=listening on 127.0.0.1:{base}")),
+        ready.contains(&format!("STATUS=listening on 127.0.0.1:{port}")),
         "{ready:?}"
     );
     // READY=1 is a promise: the very first connect after it must succeed.
-    std::net::TcpStream::connect(("127.0.0.1", base)).expect("READY=1 before the port accepts");
+    if tls {
+        // A whole handshake (curl -k: the certificate is for another name): a bare TCP connect
+        // would itself put a handshake error into the log the TLS test inspects.
+        let out = Command::new("curl")
+            .args(["-sfk", "-o", "/dev/null"])
+            .arg(format!("https://127.0.0.1:{port}/_saml/metadata"))
+            .output()
+            .expect("curl (installed by .ci/install-deps --test)");
+        assert!(
+            out.status.success(),
+            "READY=1 before TLS is served: {out:?}"
+        );
+    } else {
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("READY=1 before the port accepts");
+    }
 
     let pid = gw.0.id().to_string();
     let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(kill.success());
-    receive(&notify, "STOPPING=1", Duration::from_secs(20), &log);
+    receive(notify, "STOPPING=1", Duration::from_secs(20), gw, log);
     let start = Instant::now();
     let status = loop {
         if let Some(status) = gw.0.try_wait().unwrap() {
@@ -180,4 +205,92 @@ fn the_gateway_reports_ready_once_it_accepts_connections_and_stopping_on_sigterm
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn the_gateway_reports_ready_once_it_accepts_connections_and_stopping_on_sigterm() {
+    let _one = ONE_GATEWAY.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // The demo takes four consecutive ports: gateway, IdP, backend, admin.
+    let base = (0..50)
+        .map(|_| common::free_port())
+        .find(|p| {
+            *p < 32000 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+        })
+        .expect("four free ports");
+    let data = dir.path().join("demo");
+    let (mut gw, notify, log) = start_notifying(
+        dir.path(),
+        &[
+            "demo".as_ref(),
+            "--port".as_ref(),
+            base.to_string().as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+        ],
+    );
+    ready_then_stopping(&mut gw, &notify, &log, base, false);
+}
+
+#[test]
+fn over_tls_the_readiness_probe_completes_its_handshake_and_leaves_no_error_in_the_log() {
+    let _one = ONE_GATEWAY.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    std::fs::copy(
+        conf.join("idp-metadata.example.xml"),
+        dir.path().join("idp-metadata.example.xml"),
+    )
+    .unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=gateway.example.test",
+            "-keyout",
+            "tls-key.pem",
+            "-out",
+            "tls-cert.pem",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl (installed by .ci/install-deps --test)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (port, admin) = (common::free_port(), common::free_port());
+    let example = std::fs::read_to_string(conf.join("samlgate.toml")).unwrap();
+    let config = example
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{port}\"\ntls_cert = \"tls-cert.pem\"\ntls_key = \"tls-key.pem\""),
+        )
+        .replace(
+            "public_url = \"http://127.0.0.1:8080\"",
+            &format!("public_url = \"https://127.0.0.1:{port}\""),
+        )
+        .replace("grace_period_seconds = 10", "grace_period_seconds = 1")
+        .replace("listen = \"127.0.0.1:9180\"", &format!("listen = \"127.0.0.1:{admin}\""));
+    assert!(config.contains("tls_cert") && config.contains(&admin.to_string()));
+    let path = dir.path().join("samlgate.toml");
+    std::fs::write(&path, config).unwrap();
+
+    let (mut gw, notify, log) = start_notifying(
+        dir.path(),
+        &["run".as_ref(), "--config".as_ref(), path.as_os_str()],
+    );
+    ready_then_stopping(&mut gw, &notify, &log, port, true);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("https://127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("handshake error") && !text.contains(" ERROR "),
+        "{text}"
+    );
 }
