@@ -56,20 +56,49 @@ impl std::fmt::Display for LogFormat {
     }
 }
 
-/// Installs the process-wide logger: `info` and up unless `RUST_LOG` says otherwise.
-/// A second call keeps the first logger (the `log` crate allows only one) instead of
-/// panicking, so tests and embedders may call it freely.
-pub fn init(format: LogFormat) {
-    let _ = builder(format).try_init();
+/// The format `init`'s logger writes in, switchable after installation: the logger has to
+/// exist before the config is read (loading it logs warnings), yet the config is what names
+/// the format.
+static CURRENT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+impl LogFormat {
+    fn to_u8(self) -> u8 {
+        match self {
+            LogFormat::Text => 0,
+            LogFormat::Json => 1,
+            LogFormat::Logfmt => 2,
+        }
+    }
+    fn from_u8(v: u8) -> LogFormat {
+        match v {
+            1 => LogFormat::Json,
+            2 => LogFormat::Logfmt,
+            _ => LogFormat::Text,
+        }
+    }
 }
 
-/// The configured env_logger builder, for callers that want to adjust it (a test writer,
-/// a different target) before installing it.
+/// Installs the process-wide logger (`info` and up unless `RUST_LOG` says otherwise), or, when
+/// it is already installed, switches it to `format`. So `main` can log in text from the
+/// start and call this again once the config says `json`: the `log` crate allows only one
+/// logger, and env_logger would panic on a second install.
+pub fn init(format: LogFormat) {
+    CURRENT.store(format.to_u8(), std::sync::atomic::Ordering::Relaxed);
+    let _ = with_format(|| LogFormat::from_u8(CURRENT.load(std::sync::atomic::Ordering::Relaxed)))
+        .try_init();
+}
+
+/// The env_logger builder for one fixed format, for callers that want to adjust it (a test
+/// writer, another target) before installing it themselves.
 pub fn builder(format: LogFormat) -> env_logger::Builder {
+    with_format(move || format)
+}
+
+fn with_format(format: impl Fn() -> LogFormat + Send + Sync + 'static) -> env_logger::Builder {
     let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     b.format(move |buf, record| {
         let now = chrono::Utc::now();
-        let line = match format {
+        let line = match format() {
             LogFormat::Text => {
                 let style = buf.default_level_style(record.level());
                 let subtle = if style == env_logger::fmt::style::Style::new() {
@@ -129,23 +158,29 @@ fn text_line(now: chrono::DateTime<chrono::Utc>, record: &Record<'_>, s: &TextSt
 }
 
 fn json_line(now: chrono::DateTime<chrono::Utc>, record: &Record<'_>) -> String {
-    let mut obj = serde_json::Map::new();
-    obj.insert(
-        "ts".into(),
-        now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            .into(),
-    );
-    obj.insert(
-        "level".into(),
-        record.level().as_str().to_ascii_lowercase().into(),
-    );
-    obj.insert("target".into(), record.target().into());
-    obj.insert("msg".into(), record.args().to_string().into());
+    // Written member by member, not through a serde_json::Map, to keep this order (ts first,
+    // fields as the call site lists them) without serde_json's `preserve_order` feature.
+    let member = |line: &mut String, key: &str, value: serde_json::Value| {
+        if line.len() > 1 {
+            line.push(',');
+        }
+        // serde_json escapes every control character, newlines included: one line per record.
+        line.push_str(&serde_json::Value::from(key).to_string());
+        line.push(':');
+        line.push_str(&value.to_string());
+    };
+    let mut line = String::from("{");
+    let ts = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    member(&mut line, "ts", ts.into());
+    let level = record.level().as_str().to_ascii_lowercase();
+    member(&mut line, "level", level.into());
+    member(&mut line, "target", record.target().into());
+    member(&mut line, "msg", record.args().to_string().into());
     for (key, value) in fields(record) {
-        obj.insert(unreserved(key), value.to_json());
+        member(&mut line, &unreserved(key), value.to_json());
     }
-    // serde_json escapes every control character, newlines included, so the object is one line.
-    serde_json::Value::Object(obj).to_string()
+    line.push('}');
+    line
 }
 
 fn logfmt_line(now: chrono::DateTime<chrono::Utc>, record: &Record<'_>) -> String {
@@ -399,6 +434,10 @@ mod tests {
     #[test]
     fn json_is_one_object_per_line_with_typed_fields() {
         let line = render(json_line);
+        assert!(
+            line.starts_with(r#"{"ts":"2026-12-04T05:06:07.089Z","level":"warn","target":"#),
+            "{line}"
+        );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["ts"], "2026-12-04T05:06:07.089Z");
         assert_eq!(v["level"], "warn");
@@ -444,6 +483,10 @@ mod tests {
 
     /// What `init` would install, fed one record directly (installing it would be global).
     fn through_env_logger(format: LogFormat) -> String {
+        through(builder(format))
+    }
+
+    fn through(mut builder: env_logger::Builder) -> String {
         #[derive(Clone, Default)]
         struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
         impl std::io::Write for Sink {
@@ -456,7 +499,7 @@ mod tests {
             }
         }
         let sink = Sink::default();
-        let logger = builder(format)
+        let logger = builder
             .filter_level(log::LevelFilter::Trace)
             .write_style(env_logger::WriteStyle::Never)
             .target(env_logger::Target::Pipe(Box::new(sink.clone())))
@@ -474,6 +517,32 @@ mod tests {
         let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         assert_eq!(out.matches('\n').count(), 1, "one line: {out:?}");
         out
+    }
+
+    #[test]
+    fn the_format_init_installs_can_be_switched_after_installation() {
+        // The closure `init` installs, without installing it (that would be process-wide).
+        let switchable = || {
+            with_format(|| LogFormat::from_u8(CURRENT.load(std::sync::atomic::Ordering::Relaxed)))
+        };
+        assert!(
+            through(switchable()).starts_with('['),
+            "text before the config is read"
+        );
+        CURRENT.store(
+            LogFormat::Json.to_u8(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        assert!(through(switchable()).starts_with('{'));
+        CURRENT.store(
+            LogFormat::Logfmt.to_u8(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        assert!(through(switchable()).starts_with("ts="));
+        CURRENT.store(
+            LogFormat::Text.to_u8(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     #[test]
