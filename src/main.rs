@@ -112,6 +112,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
+            samlgate::logging::init(cfg.log_format);
             let app = samlgate::server::App::build(cfg)?;
             samlgate::server::run(app, Vec::new())?;
         }

@@ -2,8 +2,8 @@
 //!
 //! The new file is validated in full first; a file with a mistake changes nothing, and the log
 //! says why (file, key, problem), exactly as `samlgate check` would. What reloads: routes and
-//! their upstreams, policies and header contracts, trusted proxies, HSTS, and the TLS
-//! certificate files (re-read even when the config is unchanged, for certificate renewal).
+//! their upstreams, policies and header contracts, trusted proxies, HSTS, the log format, and
+//! the TLS certificate files (re-read even when the config is unchanged, for certificate renewal).
 //! Everything else (listen addresses, store, session cookies, IdPs, SP keys, admin) needs a
 //! restart; a change there is logged as ignored.
 
@@ -51,7 +51,6 @@ fn restart_only(c: &Config) -> Vec<(&'static str, String)> {
         ),
         ("admin", format!("{:?}", c.admin)),
         ("jwt", format!("{:?}", c.jwt)),
-        ("log", c.log_format.clone()),
     ]
 }
 
@@ -99,6 +98,11 @@ impl Reloader {
         merged.strip_headers = new.strip_headers;
         merged.server.trusted_proxies = new.server.trusted_proxies;
         merged.server.hsts = new.server.hsts;
+        if merged.log_format != new.log_format {
+            log::info!("reload: log format {} from here on", new.log_format);
+            crate::logging::init(new.log_format);
+            merged.log_format = new.log_format;
+        }
         let names: Vec<&str> = merged.routes.iter().map(|r| r.name.as_str()).collect();
         log::info!(
             "reload: {} applied; routes: {}",
@@ -128,7 +132,17 @@ impl pingora::services::background::BackgroundService for Reloader {
             tokio::select! {
                 _ = hup.recv() => {
                     log::info!("SIGHUP: reloading {}", self.file.display());
-                    self.reload();
+                    if let Err(e) = crate::sd_notify::reloading() {
+                        log::warn!("sd_notify: RELOADING=1: {e}");
+                    }
+                    let status = if self.reload() {
+                        "READY=1\nSTATUS=config reloaded"
+                    } else {
+                        "READY=1\nSTATUS=reload refused, previous config in use (see log)"
+                    };
+                    if let Err(e) = crate::sd_notify::notify(status) {
+                        log::warn!("sd_notify: READY=1: {e}");
+                    }
                 }
                 _ = shutdown.changed() => return,
             }

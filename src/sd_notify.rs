@@ -23,6 +23,22 @@ pub fn notify(state: &str) -> io::Result<bool> {
     }
 }
 
+/// `RELOADING=1` with the `MONOTONIC_USEC` systemd asks to accompany it, so `systemctl status`
+/// shows the reload under way until the `READY=1` that ends it.
+pub fn reloading() -> io::Result<bool> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let usec = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000;
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"))
+}
+
 /// `notify` with the socket named by the caller: split out so the tests need not change the
 /// process environment, which other test threads read concurrently.
 pub fn send_to(socket: &OsStr, state: &str) -> io::Result<()> {

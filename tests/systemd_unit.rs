@@ -164,7 +164,8 @@ fn start_notifying(dir: &Path, args: &[&std::ffi::OsStr]) -> (Running, UnixDatag
     (Running(child), notify, log)
 }
 
-/// READY=1 naming `port`, a connect that succeeds right after it, then SIGTERM -> STOPPING=1 and
+/// READY=1 naming `port`, a connect that succeeds right after it, a SIGHUP reload reported as
+/// RELOADING=1 then READY=1, then SIGTERM -> STOPPING=1 and
 /// a clean exit.
 fn ready_then_stopping(gw: &mut Running, notify: &UnixDatagram, log: &Path, port: u16, tls: bool) {
     let ready = receive(notify, "READY=1", Duration::from_secs(60), gw, log);
@@ -189,7 +190,19 @@ fn ready_then_stopping(gw: &mut Running, notify: &UnixDatagram, log: &Path, port
         std::net::TcpStream::connect(("127.0.0.1", port)).expect("READY=1 before the port accepts");
     }
 
+    // `systemctl reload`: RELOADING=1 with the monotonic timestamp systemd wants, then READY=1.
     let pid = gw.0.id().to_string();
+    let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(hup.success());
+    let reloading = receive(notify, "RELOADING=1", Duration::from_secs(20), gw, log);
+    let usec = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(usec.is_some_and(|u| u > 0), "{reloading:?}");
+    let again = receive(notify, "READY=1", Duration::from_secs(20), gw, log);
+    assert!(again.contains("STATUS=config reloaded"), "{again:?}");
+
     let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(kill.success());
     receive(notify, "STOPPING=1", Duration::from_secs(20), gw, log);

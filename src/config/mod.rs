@@ -60,7 +60,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub jwt: JwtConfig,
     /// text | json | logfmt
-    pub log_format: String,
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Clone)]
@@ -1135,13 +1135,12 @@ impl Config {
             issuer: raw.jwt.issuer.unwrap_or_else(|| public_url.clone()),
             used: app_routes.iter().any(|r| r.headers.jwt.is_some()),
         };
-        let log_format = raw.log.format.unwrap_or_else(|| "text".into());
-        if !["text", "json", "logfmt"].contains(&log_format.as_str()) {
-            return Err(invalid(
-                "log.format",
-                format!("`{log_format}` is not one of text, json, logfmt"),
-            ));
-        }
+        let log_format = match raw.log.format {
+            None => crate::logging::LogFormat::Text,
+            Some(f) => f.parse().map_err(|e: crate::logging::UnknownLogFormat| {
+                invalid("log.format", e.to_string())
+            })?,
+        };
 
         Ok(Config {
             file: file.to_path_buf(),

@@ -87,7 +87,7 @@ impl Gateway {
                 respond::redirect(session, 302, &start.idp_url, &cookies).await
             }
             Err(e) => {
-                log::error!("[{}] cannot start a login: {e}", ctx.correlation_id);
+                log::error!(id = ctx.correlation_id.as_str(); "cannot start a login: {e}");
                 respond::error_page(
                     session,
                     500,
@@ -210,7 +210,7 @@ pub async fn acs(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_ACS_BODY {
-                    log::warn!("[{cid}] ACS body above {MAX_ACS_BODY} bytes refused");
+                    log::warn!(id = cid.as_str(); "ACS body above {MAX_ACS_BODY} bytes refused");
                     return respond::error_page(
                         session,
                         413,
@@ -224,7 +224,7 @@ pub async fn acs(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(
             }
             Ok(None) => break,
             Err(e) => {
-                log::warn!("[{cid}] ACS body unreadable: {e}");
+                log::warn!(id = cid.as_str(); "ACS body unreadable: {e}");
                 return respond::error_page(
                     session,
                     400,
@@ -269,14 +269,15 @@ pub async fn acs(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(
                 .collect();
             // The path only: a query string may carry the application's own tokens.
             log::info!(
-                "[{cid}] login finished for {} -> {}",
+                id = cid.as_str();
+                "login finished for {} -> {}",
                 done.username,
                 done.return_to.split('?').next().unwrap_or("/")
             );
             respond::redirect(session, 303, &location, &cookies).await
         }
         Err(e) => {
-            log::warn!("[{cid}] login refused: {e}");
+            log::warn!(id = cid.as_str(); "login refused: {e}");
             let title = match &e {
                 LoginError::Disabled { .. } | LoginError::Inactive { .. } => "Account disabled",
                 _ => "Sign-in failed",
@@ -321,8 +322,8 @@ pub async fn logout(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()
     match gw.logouts.local(token.as_deref(), now()).await {
         Err(e) => {
             log::error!(
-                "[{}] logout: the session could not be deleted: {e}",
-                ctx.correlation_id
+                id = ctx.correlation_id.as_str();
+                "logout: the session could not be deleted: {e}"
             );
             respond::error_page(
                 session,
@@ -335,8 +336,8 @@ pub async fn logout(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()
         }
         Ok(LocalLogout { idp_url: Some(url) }) => {
             log::info!(
-                "[{}] logout: on to the IdP's single logout",
-                ctx.correlation_id
+                id = ctx.correlation_id.as_str();
+                "logout: on to the IdP's single logout"
             );
             respond::redirect(session, 302, &url, &[gw.clear_session_cookie()]).await
         }
@@ -359,7 +360,7 @@ pub async fn slo(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()> {
         let body = match read_body(session, MAX_ACS_BODY).await {
             Ok(b) => b,
             Err(why) => {
-                log::warn!("[{cid}] SLO body refused: {why}");
+                log::warn!(id = cid.as_str(); "SLO body refused: {why}");
                 return respond::error_page(session, 400, "Sign-out failed", why, &cid).await;
             }
         };
@@ -398,25 +399,25 @@ pub async fn slo(gw: &Gateway, session: &mut Session, ctx: &Ctx) -> Result<()> {
     };
     match outcome {
         Ok(SloOutcome::Answer { url, ended }) => {
-            log::info!("[{cid}] single logout from the IdP: {ended} sessions ended");
+            log::info!(id = cid.as_str(); "single logout from the IdP: {ended} sessions ended");
             respond::redirect(session, 302, &url, &[gw.clear_session_cookie()]).await
         }
         Ok(SloOutcome::Ended { ended }) => {
-            log::info!("[{cid}] single logout from the IdP: {ended} sessions ended (the IdP has no SingleLogoutService to answer)");
+            log::info!(id = cid.as_str(); "single logout from the IdP: {ended} sessions ended (the IdP has no SingleLogoutService to answer)");
             signed_out(gw, session, None).await
         }
         Ok(SloOutcome::IdpAnswered { status }) => {
             if status.ends_with(":Success") {
-                log::info!("[{cid}] the IdP confirmed the single logout");
+                log::info!(id = cid.as_str(); "the IdP confirmed the single logout");
                 signed_out(gw, session, None).await
             } else {
-                log::warn!("[{cid}] the IdP answered the single logout with {status}");
+                log::warn!(id = cid.as_str(); "the IdP answered the single logout with {status}");
                 let note = "You are signed out here, but the identity provider did not confirm that it signed you out too.";
                 signed_out(gw, session, Some(note)).await
             }
         }
         Err(e) => {
-            log::warn!("[{cid}] sign-out request refused: {e}");
+            log::warn!(id = cid.as_str(); "sign-out request refused: {e}");
             respond::error_page(session, e.status(), "Sign-out failed", e.reason(), &cid).await
         }
     }

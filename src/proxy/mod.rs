@@ -97,6 +97,8 @@ pub struct Ctx {
     /// An upgrade request's session token: the connection ends when the session does.
     upgraded: Option<Watch>,
     upstream_status: u16,
+    /// The client's address as trusted proxies vouch for it (set once the upstream is asked).
+    client: Option<std::net::IpAddr>,
 }
 
 struct Watch {
@@ -131,6 +133,7 @@ impl ProxyHttp for Gateway {
             stripped: 0,
             upgraded: None,
             upstream_status: 0,
+            client: None,
         }
     }
 
@@ -212,6 +215,7 @@ impl ProxyHttp for Gateway {
             &live.cfg.server.trusted_proxies,
         );
         forwarded::apply(upstream_request, &origin);
+        ctx.client = origin.client;
         if ctx.identity.is_some() {
             inject::apply(upstream_request, &ctx.inject);
         }
@@ -258,11 +262,11 @@ impl ProxyHttp for Gateway {
         // A client that went away is routine; anything else is worth an operator's eye.
         if matches!(e.esource(), pingora::ErrorSource::Downstream) {
             log::info!(
-                "[{}] client side ended the request: {e}",
-                ctx.correlation_id
+                id = ctx.correlation_id.as_str();
+                "client side ended the request: {e}"
             );
         } else {
-            log::error!("[{}] proxy error: {e}", ctx.correlation_id);
+            log::error!(id = ctx.correlation_id.as_str(); "proxy error: {e}");
         }
         let code = match e.esource() {
             pingora::ErrorSource::Upstream => 502,
@@ -307,19 +311,29 @@ impl ProxyHttp for Gateway {
             .unwrap_or("-");
         let micros = ctx.started.elapsed().as_micros() as u64;
         self.metrics.request(micros);
-        // The path only: a query string can carry tokens.
+        let client = ctx.client.or_else(|| {
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip())
+        });
+        let client = client.map_or_else(|| "-".to_string(), |c| c.to_string());
+        // The path only: a query string can carry tokens. Fields, not text in the message, so
+        // a JSON or logfmt pipeline filters on `user` or `status` without parsing.
         log::info!(
-            "request id={} method={} path={} route={:?} app={} user={} status={} upstream_status={} stripped={} us={}",
-            ctx.correlation_id,
-            session.req_header().method,
-            session.req_header().uri.path(),
-            ctx.route,
-            app,
-            user,
-            status,
-            ctx.upstream_status,
-            ctx.stripped,
-            micros
+            target: "samlgate::request",
+            id = ctx.correlation_id.as_str(),
+            method = session.req_header().method.as_str(),
+            path = session.req_header().uri.path(),
+            route = ctx.route.name(),
+            app = app,
+            user = user,
+            client = client.as_str(),
+            status = status,
+            upstream_status = ctx.upstream_status,
+            stripped = ctx.stripped,
+            us = micros;
+            "request"
         );
     }
 }
@@ -371,8 +385,8 @@ impl Gateway {
         };
         if let Err(denied) = policy::check(&r.name, &r.access, &id.groups) {
             log::info!(
-                "[{}] {} refused on route {}: {}",
-                ctx.correlation_id,
+                id = ctx.correlation_id.as_str();
+                "{} refused on route {}: {}",
                 id.username,
                 r.name,
                 denied.reason()
@@ -400,7 +414,7 @@ impl Gateway {
             (Some(rule), Some(signer)) => match signer.token(&id, i, rule, now()) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    log::error!("[{}] cannot sign the identity JWT: {e}", ctx.correlation_id);
+                    log::error!(id = ctx.correlation_id.as_str(); "cannot sign the identity JWT: {e}");
                     return respond::error_page(
                         session,
                         500,
@@ -418,8 +432,8 @@ impl Gateway {
             Ok(h) => ctx.inject = h,
             Err(big) => {
                 log::warn!(
-                    "[{}] identity of {} needs {} header bytes on route {}, over its max_bytes {} (on_overflow = reject)",
-                    ctx.correlation_id,
+                    id = ctx.correlation_id.as_str();
+                    "identity of {} needs {} header bytes on route {}, over its max_bytes {} (on_overflow = reject)",
                     id.username,
                     big.bytes,
                     r.name,
@@ -463,8 +477,8 @@ impl Gateway {
             return Ok(());
         }
         log::info!(
-            "[{}] session ended: closing the upgraded connection",
-            ctx.correlation_id
+            id = ctx.correlation_id.as_str();
+            "session ended: closing the upgraded connection"
         );
         Error::e_explain(
             pingora::ErrorType::HTTPStatus(401),

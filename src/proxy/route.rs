@@ -26,6 +26,25 @@ pub enum Route {
     BadPath,
 }
 
+impl Route {
+    /// The name the request log gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Acs => "acs",
+            Route::Metadata => "metadata",
+            Route::Login => "login",
+            Route::Logout => "logout",
+            Route::Slo => "slo",
+            Route::Jwks => "jwks",
+            Route::UnknownSp => "unknown_sp",
+            Route::Public => "public",
+            Route::Protected => "protected",
+            Route::NoRoute => "no_route",
+            Route::BadPath => "bad_path",
+        }
+    }
+}
+
 /// One of the gateway's endpoints, if the path is under the reserved prefix.
 pub fn sp_endpoint(path: &str, server: &ServerConfig) -> Option<Route> {
     let rest = path.strip_prefix(server.sp_path_prefix.as_str())?;
