@@ -39,15 +39,20 @@ pub enum JwtError {
     Sign(#[from] openssl::error::ErrorStack),
 }
 
-/// A signed token, the login it was made for, and when it expires.
-type Cached = Arc<(Arc<Identity>, String, i64)>;
+/// A signed token, the login and the audience it was made for, and when it expires.
+struct Cached {
+    id: Arc<Identity>,
+    audience: String,
+    token: String,
+    exp: i64,
+}
 
 pub struct Signer {
     key: EcKey<Private>,
     kid: String,
     issuer: String,
     jwks: String,
-    cache: moka::sync::Cache<(u64, usize), Cached>,
+    cache: moka::sync::Cache<(u64, usize), Arc<Cached>>,
 }
 
 impl Signer {
@@ -56,6 +61,24 @@ impl Signer {
     pub fn load_or_create(file: &Path, issuer: &str) -> Result<Signer, JwtError> {
         let key = match std::fs::read(file) {
             Ok(pem) => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(file)
+                    .map_err(|error| JwtError::Read {
+                        file: file.to_path_buf(),
+                        error,
+                    })?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    // Whoever reads it can sign identities every upstream trusts.
+                    return Err(JwtError::BadKey {
+                        file: file.to_path_buf(),
+                        message: format!(
+                            "mode {:o} lets other users read the signing key; chmod 600 it",
+                            mode & 0o777
+                        ),
+                    });
+                }
                 let key = EcKey::private_key_from_pem(&pem).map_err(|e| JwtError::BadKey {
                     file: file.to_path_buf(),
                     message: e.to_string(),
@@ -120,14 +143,23 @@ impl Signer {
         let key = (id.user_id, route);
         let half = (rule.ttl_seconds / 2) as i64;
         if let Some(hit) = self.cache.get(&key) {
-            if Arc::ptr_eq(&hit.0, id) && hit.2 - now > half {
-                return Ok(hit.1.clone());
+            // The audience is compared too: a request that chose its route before a reload
+            // may have cached a token under an index that now belongs to another app.
+            if Arc::ptr_eq(&hit.id, id) && hit.audience == rule.audience && hit.exp - now > half {
+                return Ok(hit.token.clone());
             }
         }
         let exp = now + rule.ttl_seconds as i64;
         let token = self.sign(id, rule, now, exp)?;
-        self.cache
-            .insert(key, Arc::new((id.clone(), token.clone(), exp)));
+        self.cache.insert(
+            key,
+            Arc::new(Cached {
+                id: id.clone(),
+                audience: rule.audience.clone(),
+                token: token.clone(),
+                exp,
+            }),
+        );
         Ok(token)
     }
 
@@ -183,10 +215,15 @@ fn write_private(file: &Path, pem: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = file.with_extension("tmp");
+    // A leftover (or planted) temp file would keep its own mode, or be a symlink: start anew.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(pem)?;
@@ -268,5 +305,52 @@ mod tests {
         // The same key after a restart.
         let again = Signer::load_or_create(&file, "https://sso.test").unwrap();
         assert_eq!(again.jwks(), s.jwks());
+    }
+
+    #[test]
+    fn a_cached_token_never_goes_to_another_audience_under_the_same_route_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Signer::load_or_create(&dir.path().join("k.pem"), "https://sso.test").unwrap();
+        let id = Arc::new(Identity {
+            user_id: 7,
+            username: "alice".into(),
+            email: None,
+            display_name: None,
+            groups: vec![],
+            attributes: Default::default(),
+        });
+        let rule = |aud: &str| JwtRule {
+            header: "X-Auth-Jwt".into(),
+            audience: aud.into(),
+            ttl_seconds: 60,
+        };
+        let wiki = s.token(&id, 3, &rule("wiki"), 1000).unwrap();
+        // After a reload, index 3 is the billing app.
+        let billing = s.token(&id, 3, &rule("billing"), 1001).unwrap();
+        assert_ne!(wiki, billing);
+        let claims: serde_json::Value =
+            serde_json::from_slice(&B64.decode(billing.split('.').nth(1).unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(claims["aud"], "billing");
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused_and_a_planted_temp_file_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.pem");
+        // A stale temp file with loose permissions, as a crash or another user may leave.
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, "stale").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Signer::load_or_create(&file, "https://sso.test").unwrap();
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Signer::load_or_create(&file, "https://sso.test")
+            .err()
+            .expect("a readable key is refused");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 }

@@ -121,6 +121,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             for idp in &cfg.idps {
                 samlgate::saml::ServiceProvider::new(&cfg, idp)?;
             }
+            // Every upstream name resolves (as the gateway will need at start).
+            samlgate::proxy::Live::new(std::sync::Arc::new(cfg.clone()))?;
             println!("{}: ok", config.display());
         }
         Command::Metadata { config } => {

@@ -50,7 +50,8 @@ fn restart_only(c: &Config) -> Vec<(&'static str, String)> {
             ),
         ),
         ("admin", format!("{:?}", c.admin)),
-        ("jwt", format!("{:?}", c.jwt)),
+        // Not `used`: a reload may add or drop JWT routes as long as the key stays.
+        ("jwt", format!("{:?}{:?}", c.jwt.key_file, c.jwt.issuer)),
     ]
 }
 
@@ -83,33 +84,52 @@ impl Reloader {
                 ignored.join("; ")
             );
         }
-        if let (Some(resolver), Some(files)) = (&self.tls, &old.cfg.server.tls) {
-            match crate::tls::load(&files.cert, &files.key) {
-                Ok(ck) => {
-                    resolver.replace(ck);
-                    log::info!("reload: TLS certificate {} re-read", files.cert.display());
+        // Everything that can fail is done before anything is swapped: a reload applies whole
+        // or not at all.
+        let cert = match (&self.tls, &old.cfg.server.tls) {
+            (Some(resolver), Some(files)) => match crate::tls::load(&files.cert, &files.key) {
+                Ok(ck) => Some((resolver, ck, files.cert.clone())),
+                Err(e) => {
+                    log::error!(
+                        "reload refused, the running config and certificate stay in use: {e}"
+                    );
+                    return false;
                 }
-                Err(e) => log::error!("reload: TLS certificate kept, the new one failed: {e}"),
-            }
-        }
+            },
+            _ => None,
+        };
         // Keep what cannot change from the running config, take the rest from the new one.
         let mut merged = (*old.cfg).clone();
         merged.routes = new.routes;
         merged.strip_headers = new.strip_headers;
         merged.server.trusted_proxies = new.server.trusted_proxies;
         merged.server.hsts = new.server.hsts;
-        if merged.log_format != new.log_format {
+        merged.jwt.used = new.jwt.used;
+        let format_changed = merged.log_format != new.log_format;
+        merged.log_format = new.log_format;
+        let live = match Live::new(Arc::new(merged)) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("reload refused, the running config stays in use: {e}");
+                return false;
+            }
+        };
+
+        if let Some((resolver, ck, file)) = cert {
+            resolver.replace(ck);
+            log::info!("reload: TLS certificate {} re-read", file.display());
+        }
+        if format_changed {
             log::info!("reload: log format {} from here on", new.log_format);
             crate::logging::init(new.log_format);
-            merged.log_format = new.log_format;
         }
-        let names: Vec<&str> = merged.routes.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = live.cfg.routes.iter().map(|r| r.name.as_str()).collect();
         log::info!(
             "reload: {} applied; routes: {}",
             self.file.display(),
             names.join(", ")
         );
-        self.live.store(Arc::new(Live::new(Arc::new(merged))));
+        self.live.store(Arc::new(live));
         if let Some(j) = &self.jwt {
             // Cached tokens are per route index, and the indexes may have moved.
             j.clear();

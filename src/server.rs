@@ -37,6 +37,8 @@ pub enum StartError {
         file: String,
         error: crate::tls::TlsError,
     },
+    #[error(transparent)]
+    Upstream(#[from] crate::proxy::UpstreamError),
     #[error("{file}: key `server.http_redirect_listen`: cannot listen on {addr}: {error}")]
     Redirect {
         file: String,
@@ -265,7 +267,7 @@ pub fn run(
 
     let live = Arc::new(arc_swap::ArcSwap::from_pointee(crate::proxy::Live::new(
         cfg.clone(),
-    )));
+    )?));
     let gateway = Gateway {
         cfg: cfg.clone(),
         live: live.clone(),

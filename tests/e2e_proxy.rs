@@ -48,6 +48,8 @@ fn h01_client_sent_identity_headers_never_survive_in_any_spelling() {
             "X-Auth-Groups: admins",
             "x-auth-groups: root",
             "X_Auth_Groups: root",
+            "X.Auth.User: admin",
+            "x~auth-user: admin",
             "X-AUTH-GROUPS: second-line",
             "x_auth_email: boss@corp.test",
             "X-Auth-Name: Mallory",
@@ -97,19 +99,50 @@ fn h02_public_paths_carry_no_identity_at_all() {
         "/public/..;/admin",
         "/public/%2e%2e/admin",
         "/public\\..\\admin",
+        // Dots to a server that decodes twice, or that drops trailing dots and spaces.
+        "/public/%252e%252e/admin",
+        "/public/.../admin",
+        "/public/.%20/admin",
+        // A NUL ends the path in C-string stacks.
+        "/public/logo.png%00/../../admin",
+        "/public/a%00",
+        // Not a path: pingora reads it as `/` but would send it upstream as it came.
+        "public/../admin",
+        "*",
     ] {
         let r = raw_get(&h, path, &["Accept: text/html"]);
         assert_eq!(r.status, 400, "{path} must be refused");
         assert!(r.text().contains("Reference:"), "{}", r.text());
     }
     // Only looks odd, cannot climb: needs a login like any protected path.
-    let r = raw_get(&h, "/public/%252e%252e/admin", &["Accept: text/html"]);
+    let r = raw_get(&h, "/public//logo.png", &["Accept: text/html"]);
     assert_eq!(r.status, 302);
     assert_eq!(
         h.backend.count(),
         before,
         "none of these reached the backend"
     );
+}
+
+#[test]
+fn an_absolute_form_target_goes_upstream_as_the_path_it_was_judged_by() {
+    let h = Harness::start();
+    let target = format!("http://127.0.0.1:{}/public/logo.png?v=2", h.gw_port);
+    let r = raw_get(&h, &target, &["X-Auth-User: admin"]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = h.backend.last();
+    assert_eq!(seen.path_and_query, "/public/logo.png?v=2");
+    assert!(
+        seen.identity_like().is_empty(),
+        "{:?}",
+        seen.identity_like()
+    );
+    // A protected path in absolute form still needs a login.
+    let before = h.backend.count();
+    let target = format!("http://127.0.0.1:{}/admin", h.gw_port);
+    let r = raw_get(&h, &target, &["Accept: text/html"]);
+    assert_eq!(r.status, 302);
+    assert_eq!(h.backend.count(), before);
 }
 
 #[test]

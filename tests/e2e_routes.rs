@@ -158,7 +158,7 @@ fn routes_choose_the_app_by_host_and_path_and_enforce_their_groups() {
         "another route's header is stripped too"
     );
 
-    // An unknown path under the reserved prefix, and the metrics count the refusals.
+    // The metrics count the refusals.
     let m = http::request(
         "GET",
         &h.admin_url("/metrics"),

@@ -166,6 +166,39 @@ fn sighup_swaps_the_certificate_and_open_connections_carry_on() {
     let log = h.wait_for_log("reload refused");
     assert!(log[before..].contains("tls-cert.pem"), "{}", &log[before..]);
     assert_eq!(subject_cn(&tls_connect(h.gw_port)), "tls-renewed");
+
+    // A renewal that replaced the certificate but not its key (they no longer match), in the
+    // same reload as a new public route: the whole reload is refused, the route included.
+    let dir = h.dir.path();
+    let keep_key = std::fs::read(dir.join("tls-key.pem")).unwrap();
+    make_cert(dir, "tls-mismatched");
+    std::fs::write(dir.join("tls-key.pem"), keep_key).unwrap();
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    std::fs::write(
+        &h.config_path,
+        format!(
+            "{text}\n[[routes]]\nname = \"extra\"\npath_prefix = \"/extra\"\naccess = \"public\"\nupstream = \"http://127.0.0.1:{}\"\n",
+            h.backend.port
+        ),
+    )
+    .unwrap();
+    let before = h.gateway_log().len();
+    h.signal_gateway("HUP");
+    let log = h.wait_for_log("certificate stay in use");
+    assert!(!log[before..].contains("applied"), "{}", &log[before..]);
+    assert_eq!(subject_cn(&tls_connect(h.gw_port)), "tls-renewed");
+    let mut s = tls_connect(h.gw_port);
+    write!(
+        s,
+        "GET /extra/x HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    assert!(
+        got.starts_with("HTTP/1.1 302"),
+        "the refused reload's public route is not in use: {got}"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -166,10 +166,17 @@ fn websockets_carry_identity_need_a_session_and_end_with_it() {
     std::thread::sleep(Duration::from_millis(1200));
     let started = Instant::now();
     let _ = s.write_all(b"ping-2");
+    // A read timeout shorter than the allowance: a socket left open fails here, not later.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = Vec::new();
     loop {
         match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("the socket stayed open 5 s after the session ended")
+            }
+            // Reset by the gateway: closed too.
+            Err(_) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
         assert!(

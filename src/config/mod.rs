@@ -357,13 +357,17 @@ pub struct AdminConfig {
     pub token_file: PathBuf,
 }
 
-/// Lowercase and `_` -> `-`: the form in which two spellings of one header compare equal.
-/// Some servers (CGI, PHP, some WSGI stacks) treat `X_Auth_User` as `X-Auth-User`.
+/// Lowercase, and every other character than a letter or digit as `-`: the form in which two
+/// spellings of one header compare equal. CGI, PHP and some WSGI stacks read `X_Auth_User`
+/// as `X-Auth-User`; lighttpd's CGI turns `.` and `~` into `_` as well.
 pub fn normalise_header_name(name: &str) -> String {
     name.chars()
-        .map(|c| match c {
-            '_' => '-',
-            c => c.to_ascii_lowercase(),
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
         })
         .collect()
 }
@@ -1514,5 +1518,7 @@ metadata_file = "idp.xml"
     fn header_spellings_normalise_together() {
         assert_eq!(normalise_header_name("X_Auth_Groups"), "x-auth-groups");
         assert_eq!(normalise_header_name("x-AUTH-groups"), "x-auth-groups");
+        // lighttpd's CGI/FastCGI turns every such character into `_`.
+        assert_eq!(normalise_header_name("X.Auth~Groups"), "x-auth-groups");
     }
 }

@@ -502,9 +502,14 @@ fn load_ca(file: &Path) -> Result<Vec<Vec<u8>>, String> {
         return Err(format!("{} holds no PEM certificate", file.display()));
     }
     for c in &certs {
-        // pingora parses these again per connection and panics on bad DER: check here.
+        // pingora parses these again with x509-parser and panics on what it cannot read:
+        // both parsers must accept the certificate here, where a mistake can be reported.
         openssl::x509::X509::from_der(c)
             .map_err(|e| format!("{}: a certificate does not parse: {e}", file.display()))?;
+        <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<_>>::from_der(
+            c,
+        )
+        .map_err(|e| format!("{}: a certificate does not parse: {e}", file.display()))?;
     }
     Ok(certs)
 }

@@ -43,30 +43,49 @@ pub struct Live {
     peers: Vec<HttpPeer>,
 }
 
+/// An upstream that cannot be reached by name: the config names it, so the message does too.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: key `routes` (route `{route}`): upstream {address} does not resolve: {reason}")]
+pub struct UpstreamError {
+    pub file: String,
+    pub route: String,
+    pub address: String,
+    pub reason: String,
+}
+
 impl Live {
-    pub fn new(cfg: Arc<Config>) -> Live {
-        let peers = cfg
-            .routes
-            .iter()
-            .map(|r| {
-                let up = &r.upstream;
-                let mut peer = HttpPeer::new(up.address.as_str(), up.tls, up.host.clone());
-                if !r.upstream_ca.is_empty() {
-                    let cas: Vec<pingora::utils::tls::WrappedX509> = r
-                        .upstream_ca
-                        .iter()
-                        .map(|der| {
-                            pingora::utils::tls::WrappedX509::new(der.clone(), |c| {
-                                pingora::utils::tls::parse_x509(c)
-                            })
+    /// Resolves every upstream once: at start and at each reload (so a DNS change is seen at
+    /// the next SIGHUP). pingora's own resolution panics on a name that does not resolve.
+    pub fn new(cfg: Arc<Config>) -> Result<Live, UpstreamError> {
+        let mut peers = Vec::with_capacity(cfg.routes.len());
+        for r in &cfg.routes {
+            let up = &r.upstream;
+            let fail = |reason: String| UpstreamError {
+                file: cfg.file.display().to_string(),
+                route: r.name.clone(),
+                address: up.address.clone(),
+                reason,
+            };
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(up.address.as_str())
+                .map_err(|e| fail(e.to_string()))?
+                .next()
+                .ok_or_else(|| fail("no address".into()))?;
+            let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
+            if !r.upstream_ca.is_empty() {
+                let cas: Vec<pingora::utils::tls::WrappedX509> = r
+                    .upstream_ca
+                    .iter()
+                    .map(|der| {
+                        pingora::utils::tls::WrappedX509::new(der.clone(), |c| {
+                            pingora::utils::tls::parse_x509(c)
                         })
-                        .collect();
-                    peer.options.ca = Some(Arc::from(cas.into_boxed_slice()));
-                }
-                peer
-            })
-            .collect();
-        Live { cfg, peers }
+                    })
+                    .collect();
+                peer.options.ca = Some(Arc::from(cas.into_boxed_slice()));
+            }
+            peers.push(peer);
+        }
+        Ok(Live { cfg, peers })
     }
 }
 
@@ -140,6 +159,23 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let live = self.live.load_full();
         ctx.live = Some(live.clone());
+        match route::target_form(session.req_header().raw_path()) {
+            route::TargetForm::Origin => {}
+            route::TargetForm::Absolute => {
+                let origin_form = session
+                    .req_header()
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
+                session
+                    .req_header_mut()
+                    .set_raw_path(origin_form.as_bytes())?;
+            }
+            route::TargetForm::Refused => {
+                ctx.route = Route::BadPath;
+                return self.bad_path(session, ctx).await;
+            }
+        }
         let path = session.req_header().uri.path();
         if let Some(r) = route::sp_endpoint(path, &self.cfg.server) {
             ctx.route = r;
@@ -156,15 +192,7 @@ impl ProxyHttp for Gateway {
                 }
                 self.admit(session, ctx, &live, i).await
             }
-            (Route::BadPath, _) => respond::error_page(
-                session,
-                400,
-                "Address not accepted",
-                "This address contains a `.` or `..` path segment (perhaps encoded), which this gateway does not pass on.",
-                &ctx.correlation_id,
-            )
-            .await
-            .map(|_| true),
+            (Route::BadPath, _) => self.bad_path(session, ctx).await,
             _ => respond::error_page(
                 session,
                 404,
@@ -350,6 +378,19 @@ fn host_of(req: &RequestHeader) -> Option<&str> {
 const UPGRADED_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Gateway {
+    /// 400 for a path that servers behind us could read in more than one way.
+    async fn bad_path(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        respond::error_page(
+            session,
+            400,
+            "Address not accepted",
+            "This address has a form that different servers read differently (a `.` or `..` segment, perhaps encoded, a control character, or a target that is not a path), so this gateway does not pass it on.",
+            &ctx.correlation_id,
+        )
+        .await
+        .map(|_| true)
+    }
+
     async fn endpoint(&self, r: Route, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         match r {
             Route::Acs => endpoints::acs(self, session, ctx).await,

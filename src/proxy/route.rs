@@ -70,26 +70,43 @@ pub fn sp_endpoint(path: &str, server: &ServerConfig) -> Option<Route> {
 /// `/admin;x=1` `/%61dmin` and `/admin%2Fx` all meet the `/admin` route's policy, and any path that a
 /// server could resolve upwards (`/public/..;/admin`, `/a/%2e%2e/b`) is refused outright.
 pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Option<usize>) {
-    // Decoded once, all of it: `%61dmin` is `admin` to the server behind us. Most paths have
+    // Decoded until nothing changes (a few rounds at most): `%61dmin` is `admin` to the
+    // server behind us, and `%2561dmin` is `admin` to one that decodes twice. Most paths have
     // nothing to decode and are matched in place, without allocating.
     let decoded: std::borrow::Cow<str> = if path.bytes().any(|b| b == b'%' || b == b'\\') {
-        percent_encoding::percent_decode_str(path)
-            .decode_utf8_lossy()
-            .replace('\\', "/")
-            .into()
+        let mut d = path.replace('\\', "/");
+        for _ in 0..4 {
+            let next = percent_encoding::percent_decode_str(&d)
+                .decode_utf8_lossy()
+                .replace('\\', "/");
+            if next == d {
+                break;
+            }
+            d = next;
+        }
+        d.into()
     } else {
         path.into()
     };
-    let segments = || {
+    // NUL and other controls end or split a path in some stacks (C strings, Windows names).
+    if decoded.chars().any(char::is_control) {
+        return (Route::BadPath, None);
+    }
+    // Windows (IIS) and some frameworks drop trailing dots and spaces from a segment, so
+    // `/admin.` and `/admin%20` are `/admin` there; a segment of nothing else (`.`, `..`,
+    // `...`, `. .`) may climb a directory.
+    let loose = |c: char| c == '.' || c == ' ' || c == '\t';
+    let raw_segments = || {
         decoded
             .split('/')
             .map(|seg| seg.split(';').next().unwrap_or(""))
             .filter(|seg| !seg.is_empty())
     };
-    if segments().any(|seg| seg == "." || seg == "..") {
+    if raw_segments().any(|seg| seg.trim_matches(loose).is_empty()) {
         return (Route::BadPath, None);
     }
-    let host = host.map(str::trim);
+    let segments = || raw_segments().map(|seg| seg.trim_end_matches(loose));
+    let host = host.map(host_name);
     let hit = routes.iter().position(|r| {
         let host_ok = r.hosts.is_empty()
             || host.is_some_and(|h| r.hosts.iter().any(|x| x.eq_ignore_ascii_case(h)));
@@ -114,6 +131,52 @@ pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Op
         },
         Some(i),
     )
+}
+
+/// The name in a Host value: without its port and a trailing root dot (`docs.test.:443` is
+/// `docs.test`), so every spelling of a host meets that host's routes.
+fn host_name(host: &str) -> &str {
+    let h = host.trim();
+    let h = if h.starts_with('[') {
+        // An IPv6 literal: the port, if any, follows the `]`.
+        h.split_once(']').map_or(h, |(a, _)| &h[..a.len() + 1])
+    } else {
+        h.rsplit_once(':').map_or(h, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                h
+            }
+        })
+    };
+    h.strip_suffix('.').unwrap_or(h)
+}
+
+/// How the request names its target (RFC 9112 section 3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetForm {
+    /// `/path?query`: what routes are matched on is what goes upstream.
+    Origin,
+    /// `http://host/path`: matched on its path; sent upstream as that path (origin-form), so
+    /// the upstream cannot read a different host or path from it.
+    Absolute,
+    /// Anything else (`admin/users`, `*`, bytes that are not UTF-8): pingora reads such a
+    /// target as `/` while sending it upstream as it came, so the route that would judge it
+    /// is not the one the upstream serves. Refused.
+    Refused,
+}
+
+pub fn target_form(raw: &[u8]) -> TargetForm {
+    let starts = |p: &[u8]| raw.len() >= p.len() && raw[..p.len()].eq_ignore_ascii_case(p);
+    if std::str::from_utf8(raw).is_err() {
+        TargetForm::Refused
+    } else if raw.first() == Some(&b'/') {
+        TargetForm::Origin
+    } else if starts(b"http://") || starts(b"https://") {
+        TargetForm::Absolute
+    } else {
+        TargetForm::Refused
+    }
 }
 
 /// Whether the path's segments start with the prefix's, ignoring ASCII case.
@@ -175,7 +238,12 @@ mod tests {
         assert_eq!(classify(&s, "/public\\..\\admin"), Route::BadPath);
         assert_eq!(classify(&s, "/public/..;/admin"), Route::BadPath);
         assert_eq!(classify(&s, "/public;/../admin"), Route::BadPath);
-        assert_eq!(classify(&s, "/public/%252e%252e/admin"), Route::Protected);
+        // Double-encoded dots are dots to a server that decodes twice.
+        assert_eq!(classify(&s, "/public/%252e%252e/admin"), Route::BadPath);
+        assert_eq!(classify(&s, "/public/.../admin"), Route::BadPath);
+        assert_eq!(classify(&s, "/public/.%20/admin"), Route::BadPath);
+        assert_eq!(classify(&s, "/public/a%00.css"), Route::BadPath);
+        assert_eq!(classify(&s, "/public/a%0d%0a.css"), Route::BadPath);
         assert_eq!(classify(&s, "/public/./a"), Route::BadPath);
         assert_eq!(classify(&s, "/public/a-b_c.d~e/f.png"), Route::Public);
         assert_eq!(classify(&s, "/public//a"), Route::Protected);
@@ -204,16 +272,60 @@ mod tests {
             "/admin;jsessionid=1/x",
             "/%61dmin",
             "\\admin",
+            "/%2561dmin",
+            "/admin.",
+            "/admin%20/x",
+            "/admin..;x=1/y",
         ] {
             let got = name(None, p);
             assert_eq!(got, "admin", "{p}");
         }
         assert_eq!(select(&s.routes, None, "/x%2f..%2fadmin").0, Route::BadPath);
+        assert_eq!(select(&s.routes, None, "/admin%09").0, Route::BadPath);
         assert_eq!(name(None, "/administrator"), "default");
         assert_eq!(name(None, "/"), "default");
         assert_eq!(name(Some("DOCS.test"), "/admin"), "docs");
+        assert_eq!(name(Some("docs.test:443"), "/x"), "docs");
+        assert_eq!(name(Some("docs.test."), "/x"), "docs");
+        assert_eq!(name(Some("docs.test.:8443"), "/x"), "docs");
+        assert_eq!(name(Some("[::1]:8443"), "/x"), "default");
+        assert_eq!(host_name("[::1]:8443"), "[::1]");
         assert_eq!(select(&s.routes, Some("docs.test"), "/x").0, Route::Public);
         assert_eq!(name(Some("other.test"), "/x"), "default");
+    }
+
+    #[test]
+    fn only_paths_and_absolute_urls_are_accepted_as_targets() {
+        assert_eq!(target_form(b"/admin/users?x=1"), TargetForm::Origin);
+        assert_eq!(target_form(b"http://app.test/admin"), TargetForm::Absolute);
+        assert_eq!(target_form(b"HTTPS://app.test/admin"), TargetForm::Absolute);
+        for bad in [
+            &b"admin/users"[..],
+            b"*",
+            b"?x=1",
+            b"",
+            b"/adm\xffin",
+            b"app.test:443",
+            b"ftp://app.test/admin",
+        ] {
+            assert_eq!(target_form(bad), TargetForm::Refused, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_upstream_that_does_not_resolve_is_an_error_naming_the_route_not_a_panic() {
+        let mut cfg = config("[[routes]]\nname = \"wiki\"\nupstream = \"http://127.0.0.1:3\"\n");
+        assert!(crate::proxy::Live::new(std::sync::Arc::new(cfg.clone())).is_ok());
+        // No port: fails inside the resolver without a DNS query.
+        cfg.routes[0].upstream.address = "127.0.0.1".into();
+        let err = crate::proxy::Live::new(std::sync::Arc::new(cfg))
+            .err()
+            .expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("route `wiki`") && msg.contains("127.0.0.1"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -11,10 +11,12 @@ use crate::config::Config;
 fn same_header(name: &str, normalised: &str) -> bool {
     name.len() == normalised.len()
         && name.bytes().zip(normalised.bytes()).all(|(a, b)| {
-            let a = if a == b'_' {
-                b'-'
-            } else {
+            // Every byte but a letter or digit counts as `-`: CGI-style gateways turn `.`,
+            // `~` and `_` alike into `_`, so `X.Auth.User` is `HTTP_X_AUTH_USER` there.
+            let a = if a.is_ascii_alphanumeric() {
                 a.to_ascii_lowercase()
+            } else {
+                b'-'
             };
             a == b
         })

@@ -77,7 +77,13 @@ impl Seen {
     pub fn identity_like(&self) -> Vec<(String, String)> {
         self.headers
             .iter()
-            .filter(|(n, _)| n.replace('_', "-").starts_with("x-auth"))
+            .filter(|(n, _)| {
+                let n: String = n
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect();
+                n.starts_with("x-auth")
+            })
             .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
             .collect()
     }
