@@ -339,6 +339,9 @@ impl ProxyHttp for Gateway {
             .unwrap_or("-");
         let micros = ctx.started.elapsed().as_micros() as u64;
         self.metrics.request(micros);
+        if !log::log_enabled!(target: "samlgate::request", log::Level::Info) {
+            return;
+        }
         let client = ctx.client.or_else(|| {
             session
                 .client_addr()
