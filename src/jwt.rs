@@ -251,7 +251,7 @@ mod tests {
             username: "alice".into(),
             email: None,
             display_name: None,
-            groups: vec!["eng".into()],
+            groups: ["eng"].into_iter().collect(),
             attributes: Default::default(),
         });
         let t = s.token(&id, 0, &rule, 1000).unwrap();
@@ -316,7 +316,7 @@ mod tests {
             username: "alice".into(),
             email: None,
             display_name: None,
-            groups: vec![],
+            groups: Default::default(),
             attributes: Default::default(),
         });
         let rule = |aud: &str| JwtRule {

@@ -23,12 +23,15 @@ pub fn encode_value(v: &str) -> String {
     percent_encoding::utf8_percent_encode(v, ESCAPED).to_string()
 }
 
-pub fn encode_list(values: &[String]) -> String {
-    values
-        .iter()
-        .map(|v| encode_value(v))
-        .collect::<Vec<_>>()
-        .join(",")
+pub fn encode_list<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.extend(percent_encoding::utf8_percent_encode(v, ESCAPED));
+    }
+    out
 }
 
 /// A JSON string with every character outside printable ASCII escaped, so that any JSON
@@ -53,8 +56,8 @@ pub fn json_string(v: &str) -> String {
     out
 }
 
-fn json_list(values: &[String]) -> String {
-    let items: Vec<String> = values.iter().map(|v| json_string(v)).collect();
+fn json_list<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let items: Vec<String> = values.into_iter().map(json_string).collect();
     format!("[{}]", items.join(","))
 }
 
@@ -79,7 +82,7 @@ pub fn prepare(
         Encoding::Percent => encode_value(v),
         Encoding::Json => json_string(v),
     };
-    let list = |v: &[String]| match c.encoding {
+    let list = |v: &mut dyn Iterator<Item = &str>| match c.encoding {
         Encoding::Percent => encode_list(v),
         Encoding::Json => json_list(v),
     };
@@ -114,7 +117,7 @@ pub fn prepare(
         };
     };
     let rest = size(&out) + groups_header.len() + 4;
-    let full = list(&id.groups);
+    let full = list(&mut id.groups.iter());
     if rest + full.len() <= c.max_bytes {
         out.push((groups_header.clone(), full));
         return Ok(out);
@@ -129,7 +132,7 @@ pub fn prepare(
             let mut value = full;
             while kept > 0 && value.len() > budget {
                 kept -= 1;
-                value = list(&id.groups[..kept]);
+                value = list(&mut id.groups.iter().take(kept));
             }
             if value.len() > budget {
                 return Err(TooLarge {
@@ -194,7 +197,7 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let enc = encode_list(&groups);
+        let enc = encode_list(groups.iter().map(String::as_str));
         assert!(enc.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{enc}");
         assert_eq!(decode_list(&enc), groups);
     }

@@ -2,6 +2,7 @@
 //! a reason out; the page is written by `respond`.
 
 use crate::config::Access;
+use crate::session::Groups;
 
 /// Why a logged-in user may not use a route, in words the user can pass on.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,11 +37,11 @@ impl Denied {
     }
 }
 
-pub fn check(route: &str, access: &Access, groups: &[String]) -> Result<(), Denied> {
+pub fn check(route: &str, access: &Access, groups: &Groups) -> Result<(), Denied> {
     let Access::Groups { any_of, all_of } = access else {
         return Ok(());
     };
-    let has = |g: &String| groups.iter().any(|x| x == g);
+    let has = |g: &String| groups.contains(g);
     let needs_one_of = if any_of.is_empty() || any_of.iter().any(has) {
         Vec::new()
     } else {
@@ -66,19 +67,23 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    fn gs(v: &[&str]) -> Groups {
+        v.iter().collect()
+    }
+
     #[test]
     fn any_of_and_all_of_name_exactly_what_is_missing() {
         let a = Access::Groups {
             any_of: g(&["eng", "ops"]),
             all_of: g(&["staff", "vpn"]),
         };
-        assert!(check("wiki", &a, &g(&["ops", "staff", "vpn"])).is_ok());
-        let d = check("wiki", &a, &g(&["staff"])).unwrap_err();
+        assert!(check("wiki", &a, &gs(&["ops", "staff", "vpn"])).is_ok());
+        let d = check("wiki", &a, &gs(&["staff"])).unwrap_err();
         assert_eq!(d.needs_one_of, g(&["eng", "ops"]));
         assert_eq!(d.missing, g(&["vpn"]));
         assert!(d.reason().contains("eng, ops") && d.reason().contains("vpn"));
         // Group names are compared exactly: no case folding, no prefix match.
-        assert!(check("wiki", &a, &g(&["ENG", "staff", "vpn"])).is_err());
-        assert!(check("x", &Access::Authenticated, &[]).is_ok());
+        assert!(check("wiki", &a, &gs(&["ENG", "staff", "vpn"])).is_err());
+        assert!(check("x", &Access::Authenticated, &Groups::default()).is_ok());
     }
 }
