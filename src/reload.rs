@@ -129,6 +129,7 @@ impl Reloader {
             self.file.display(),
             names.join(", ")
         );
+        crate::proxy::respond::set_hsts(live.cfg.server.hsts.clone());
         self.live.store(Arc::new(live));
         if let Some(j) = &self.jwt {
             // Cached tokens are per route index, and the indexes may have moved.

@@ -265,6 +265,7 @@ pub fn run(
         crate::idp_metadata::spawn_refresh(cfg.clone(), i, app.logins.clone());
     }
 
+    crate::proxy::respond::set_hsts(cfg.server.hsts.clone());
     let live = Arc::new(arc_swap::ArcSwap::from_pointee(crate::proxy::Live::new(
         cfg.clone(),
     )?));

@@ -64,6 +64,25 @@ fn https_offers_http2_sends_hsts_and_plain_http_is_redirected() {
         &format!("{base}/public/y"),
     ]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The gateway's own answers carry it too: the very first response a visitor gets is the
+    // redirect to the IdP, and an error page may be the only one.
+    for path in ["/reports", "/_saml/nope", "/_saml/metadata"] {
+        let head = curl(&[
+            "--http1.1",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Accept: text/html",
+            &format!("{base}{path}"),
+        ]);
+        assert_eq!(
+            header(&head, "strict-transport-security"),
+            Some("max-age=31536000; includeSubDomains"),
+            "{path}: {head}"
+        );
+    }
 
     // Plain http: a redirect to the same path under public_url, whatever Host the client says.
     let r = http::request(

@@ -14,6 +14,16 @@ pub fn html_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// The Strict-Transport-Security value for the gateway's own answers (login redirects, error
+/// pages, metadata), which pingora's response filter never sees. Set at start and by each
+/// reload, like the value proxied responses get from the live config: one process serves
+/// one listener, so a process-wide value is the config's value.
+static HSTS: arc_swap::ArcSwapOption<String> = arc_swap::ArcSwapOption::const_empty();
+
+pub fn set_hsts(value: Option<String>) {
+    HSTS.store(value.map(std::sync::Arc::new));
+}
+
 pub async fn send(
     session: &mut Session,
     status: u16,
@@ -25,6 +35,9 @@ pub async fn send(
     h.insert_header("Content-Type", content_type)?;
     h.insert_header("Content-Length", body.len().to_string())?;
     h.insert_header("Cache-Control", "no-store")?;
+    if let Some(hsts) = HSTS.load().as_deref() {
+        h.insert_header("Strict-Transport-Security", hsts.as_str())?;
+    }
     for (name, value) in headers {
         h.append_header(name.to_string(), value.as_str())?;
     }
