@@ -96,12 +96,15 @@ fn apply(xml: &[u8], mutations: &[Mutation]) -> String {
                 x.splice(j..j, FRAGMENTS[f].bytes());
             }
             Mutation::ReplaceText(k) => {
-                // The k-th text between tags becomes "admin".
-                let s = String::from_utf8_lossy(&x).into_owned();
-                let texts: Vec<(usize, usize)> = s
-                    .match_indices('>')
+                // The k-th text between tags becomes "admin". Offsets are taken on the bytes
+                // themselves: a lossy UTF-8 copy (earlier flips may leave invalid bytes) has
+                // other lengths, which once sent the splice past the end.
+                let texts: Vec<(usize, usize)> = x
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'>')
                     .filter_map(|(i, _)| {
-                        let end = s[i + 1..].find('<')? + i + 1;
+                        let end = x[i + 1..].iter().position(|b| *b == b'<')? + i + 1;
                         (end > i + 1).then_some((i + 1, end))
                     })
                     .collect();
