@@ -104,12 +104,7 @@ pub fn strip_set_cookies(resp: &mut ResponseHeader, cfg: &Config) {
         .cloned()
         .collect();
     let is_ours = |v: &http::HeaderValue| {
-        let name = v
-            .as_bytes()
-            .split(|b| *b == b'=')
-            .next()
-            .unwrap_or(b"")
-            .trim_ascii();
+        let name = sent_back_name(v.as_bytes());
         ours.iter().any(|o| o.as_bytes().eq_ignore_ascii_case(name))
     };
     if !all.iter().any(is_ours) {
@@ -122,9 +117,48 @@ pub fn strip_set_cookies(resp: &mut ResponseHeader, cfg: &Config) {
     log::warn!("the upstream tried to set the gateway's own cookie; dropped");
 }
 
+/// The name a browser will send this Set-Cookie back under (RFC 6265bis 5.6): a pair without
+/// `=`, or with nothing before it, makes a nameless cookie, which the browser sends as its bare
+/// value; so `=samlgate_session=x` comes back as `samlgate_session=x`. Quotes and spaces
+/// around the name are ignored too, as lenient cookie parsers do.
+fn sent_back_name(set_cookie: &[u8]) -> &[u8] {
+    let pair = set_cookie.split(|b| *b == b';').next().unwrap_or(b"");
+    let sent = match pair.iter().position(|b| *b == b'=') {
+        Some(i) if !pair[..i].trim_ascii().is_empty() => pair,
+        Some(i) => &pair[i + 1..],
+        None => pair,
+    };
+    let name = sent.split(|b| *b == b'=').next().unwrap_or(b"").trim_ascii();
+    name.strip_prefix(b"\"")
+        .and_then(|n| n.strip_suffix(b"\""))
+        .unwrap_or(name)
+        .trim_ascii()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::same_header;
+    use super::{same_header, sent_back_name};
+
+    #[test]
+    fn a_set_cookie_is_judged_by_the_name_the_browser_sends_it_back_under() {
+        for (set, name) in [
+            (&b"samlgate_session=x; Path=/"[..], &b"samlgate_session"[..]),
+            (b" SAMLGATE_SESSION =x", b"SAMLGATE_SESSION"),
+            (b"=samlgate_session=planted; Path=/", b"samlgate_session"),
+            (b" = samlgate_session_state=x", b"samlgate_session_state"),
+            (b"samlgate_session; Path=/", b"samlgate_session"),
+            (b"\"samlgate_session\"=x", b"samlgate_session"),
+            (b"app=1; Path=/", b"app"),
+            (b"app=samlgate_session=1", b"app"),
+        ] {
+            assert_eq!(
+                sent_back_name(set),
+                name,
+                "{}",
+                String::from_utf8_lossy(set)
+            );
+        }
+    }
 
     #[test]
     fn header_spellings_match_without_allocating() {

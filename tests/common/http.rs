@@ -202,7 +202,8 @@ pub fn serve_recording(mut s: TcpStream, rec: Arc<Mutex<Vec<Seen>>>) {
         let body = b"backend ok";
         // A backend that tries to set the gateway's cookie, for the test that it cannot.
         let extra = if set_cookies {
-            "Set-Cookie: samlgate_session=planted; Path=/\r\nSet-Cookie: app=1; Path=/\r\n"
+            // Nameless cookies come back from a browser as their bare value.
+            "Set-Cookie: samlgate_session=planted; Path=/\r\nSet-Cookie: =samlgate_session=planted2; Path=/\r\nSet-Cookie: =samlgate_session_state=planted3; Path=/_saml/\r\nSet-Cookie: samlgate_session; Path=/\r\nSet-Cookie: app=1; Path=/\r\n"
         } else {
             ""
         };
