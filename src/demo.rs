@@ -107,7 +107,7 @@ token_file = "admin.token"
     println!("  samlgate demo is starting. Open http://127.0.0.1:{gw}/ in a browser.");
     println!("  gateway http://127.0.0.1:{gw}  dev IdP {idp_base}  echo backend http://127.0.0.1:{be_port}");
     println!(
-        "  admin API http://127.0.0.1:{admin_port} (try: samlgate users list --config {})",
+        "  admin API http://127.0.0.1:{admin_port} (try: cargo run -- users list --config {})",
         config_path.display()
     );
     println!("  data and config in {}\n", data_dir.display());

@@ -83,7 +83,7 @@ enum Command {
         /// Where the demo writes its generated config, the IdP metadata and the store.
         #[arg(long, default_value = "samlgate-demo")]
         data_dir: PathBuf,
-        /// Gateway port; the IdP uses the next port and the backend the one after.
+        /// Gateway port; the IdP uses the next port, the backend the one after, the admin API the fourth.
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },

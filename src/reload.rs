@@ -26,7 +26,7 @@ pub struct Reloader {
 fn restart_only(c: &Config) -> Vec<(&'static str, String)> {
     vec![
         (
-            "server (listen, public_url, sp_path_prefix, threads, tls files, http2, http_redirect_listen)",
+            "server (listen, public_url, sp_path_prefix, threads, tls_cert/tls_key paths, http2, http_redirect_listen)",
             format!(
                 "{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
                 c.server.listen,

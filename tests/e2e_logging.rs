@@ -34,7 +34,23 @@ fn json_request_lines_carry_id_user_route_status_and_latency_and_no_secrets() {
         .header("x-correlation-id")
         .expect("error page names its correlation id");
 
+    // A target pingora would read as `/` is logged as it came, without its query.
+    let bad = common::http::raw(
+        &format!("127.0.0.1:{}", h.gw_port),
+        format!(
+            "GET admin/users?token=sekrit-query-value HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            h.gw_port
+        )
+        .as_bytes(),
+    );
+    assert_eq!(bad.status, 400);
+    let bad_cid = bad.header("x-correlation-id").expect("correlation id");
+    h.wait_for_log(&bad_cid);
     let log = h.wait_for_log(&cid);
+    let bad_line = request_lines(&log, "admin/users");
+    assert_eq!(bad_line.len(), 1, "{log}");
+    assert_eq!(bad_line[0]["route"], "bad_path");
+    assert_eq!(bad_line[0]["id"], bad_cid.as_str());
     // Every line is one JSON object: pingora's own lines and ours alike.
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)

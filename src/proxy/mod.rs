@@ -45,9 +45,11 @@ pub struct Live {
 
 /// An upstream that cannot be reached by name: the config names it, so the message does too.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: key `routes` (route `{route}`): upstream {address} does not resolve: {reason}")]
+#[error("{file}: {place}: upstream {address} does not resolve: {reason}")]
 pub struct UpstreamError {
     pub file: String,
+    /// Where the file names it: `[upstream] url`, or the route's `upstream`.
+    pub place: String,
     pub route: String,
     pub address: String,
     pub reason: String,
@@ -62,6 +64,12 @@ impl Live {
             let up = &r.upstream;
             let fail = |reason: String| UpstreamError {
                 file: cfg.file.display().to_string(),
+                // The catch-all route is the `[upstream]` section.
+                place: if r.name == "default" && r.path_prefix == "/" && r.hosts.is_empty() {
+                    "key `upstream.url`".into()
+                } else {
+                    format!("route `{}`, key `upstream`", r.name)
+                },
                 route: r.name.clone(),
                 address: up.address.clone(),
                 reason,
@@ -349,13 +357,21 @@ impl ProxyHttp for Gateway {
                 .map(|a| a.ip())
         });
         let client = client.map_or_else(|| "-".to_string(), |c| c.to_string());
+        // A refused target is logged as it came (pingora's reading of `admin/users` is `/`),
+        // without its query.
+        let raw = (ctx.route == Route::BadPath)
+            .then(|| String::from_utf8_lossy(session.req_header().raw_path()).into_owned());
+        let path = match &raw {
+            Some(r) => r.split('?').next().unwrap_or(""),
+            None => session.req_header().uri.path(),
+        };
         // The path only: a query string can carry tokens. Fields, not text in the message, so
         // a JSON or logfmt pipeline filters on `user` or `status` without parsing.
         log::info!(
             target: "samlgate::request",
             id = ctx.correlation_id.as_str(),
             method = session.req_header().method.as_str(),
-            path = session.req_header().uri.path(),
+            path = path,
             route = ctx.route.name(),
             app = app,
             user = user,

@@ -128,7 +128,11 @@ fn sent_back_name(set_cookie: &[u8]) -> &[u8] {
         Some(i) => &pair[i + 1..],
         None => pair,
     };
-    let name = sent.split(|b| *b == b'=').next().unwrap_or(b"").trim_ascii();
+    let name = sent
+        .split(|b| *b == b'=')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii();
     name.strip_prefix(b"\"")
         .and_then(|n| n.strip_suffix(b"\""))
         .unwrap_or(name)
