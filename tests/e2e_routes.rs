@@ -399,3 +399,37 @@ fn forwarded_headers_come_from_trusted_proxies_only_and_reload_applies_without_a
     assert_eq!(get(h, &host(h), "/ops/", &[&cookie]).status, 200);
     assert!(!h.dir.path().join("elsewhere.redb").exists());
 }
+
+/// Found by the attack run: a public route nested in a protected app was reachable through
+/// every loose spelling of its prefix, which a case-sensitive or non-decoding upstream serves
+/// as the protected app.
+#[test]
+fn loose_spellings_of_a_public_route_inside_a_protected_app_need_a_login() {
+    let app = common::Backend::start();
+    let h = Harness::start_with(Opts {
+        extra_config: format!(
+            "[[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"http://127.0.0.1:{p}\"\n\
+             [[routes]]\nname = \"app-assets\"\npath_prefix = \"/app/assets\"\nupstream = \"http://127.0.0.1:{p}\"\naccess = \"public\"\n",
+            p = app.port
+        ),
+        ..Default::default()
+    });
+    let r = http::request("GET", &h.url("/app/assets/logo.png"), &[], b"");
+    assert_eq!(r.status, 200, "the exact spelling is public");
+    let before = app.count();
+    for path in [
+        "/app/ASSETS/reports",
+        "/app/Assets/reports",
+        "/app/assets%2Freports",
+        "/app/assets%252Freports",
+        "/app/assets./reports",
+        "/app/assets%20/reports",
+        "/app/assets..;x/reports",
+        "/app/assets\\reports",
+        "/app/%61ssets%2Freports",
+    ] {
+        let r = http::request("GET", &h.url(path), &[("Accept", "text/html")], b"");
+        assert_eq!(r.status, 302, "{path} needs a login");
+    }
+    assert_eq!(app.count(), before, "none reached the upstream");
+}

@@ -64,11 +64,13 @@ pub fn sp_endpoint(path: &str, server: &ServerConfig) -> Option<Route> {
 
 /// The route for `host` and `path` (index into `routes`) and whether the path is public there.
 ///
-/// Routes are matched on a key that reads the path the way the most lenient server behind us
-/// might: percent-decoded, `\` as `/`, `;parameters` dropped from each segment,
-/// empty segments collapsed, letters compared without case. So `/Admin`, `//admin`,
-/// `/admin;x=1` `/%61dmin` and `/admin%2Fx` all meet the `/admin` route's policy, and any path that a
-/// server could resolve upwards (`/public/..;/admin`, `/a/%2e%2e/b`) is refused outright.
+/// A server behind us may read a path strictly (as sent) or leniently (percent-decoded, `\` as
+/// `/`, `;parameters` and trailing dots dropped, empty segments collapsed, letters without
+/// case), or anywhere in between. The path is matched under each reading it gives occasion
+/// for, and the route with the strictest access wins: `/Admin` and `/%61dmin` meet the
+/// `/admin` route's policy, and `/app/ASSETS/x` does not slip into a public `/app/assets`.
+/// Readings that disagree on which groups are needed are refused, as is any path that a
+/// server could resolve upwards (`/public/..;/admin`, `/a/%2e%2e/b`).
 pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Option<usize>) {
     // Decoded until nothing changes (a few rounds at most): `%61dmin` is `admin` to the
     // server behind us, and `%2561dmin` is `admin` to one that decodes twice. Most paths have
@@ -107,11 +109,46 @@ pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Op
     }
     let segments = || raw_segments().map(|seg| seg.trim_end_matches(loose));
     let host = host.map(host_name);
-    let hit = routes.iter().position(|r| {
-        let host_ok = r.hosts.is_empty()
-            || host.is_some_and(|h| r.hosts.iter().any(|x| x.eq_ignore_ascii_case(h)));
-        host_ok && prefix_matches(&r.path_prefix, segments())
-    });
+    let lenient = find(routes, host, segments, true);
+    // The lenient reading alone would let a looser spelling reach a *weaker* route:
+    // `/app/ASSETS/x` or `/app/assets%2Fx` meet a public `/app/assets` route that way, while a
+    // case-sensitive or non-decoding upstream serves them as the protected `/app`. So every
+    // reading a server behind us might use is matched, and the strictest route wins.
+    let picks: Vec<Option<usize>> =
+        if is_plain(path) && !path.split('/').any(|seg| seg.ends_with('.')) {
+            // Nothing to decode or trim: the readings differ in letter case only, and for the
+            // usual path agree, without allocating.
+            let exact = find(
+                routes,
+                host,
+                || path.split('/').filter(|s| !s.is_empty()),
+                false,
+            );
+            if exact == lenient {
+                return classify(routes, lenient, path);
+            }
+            vec![lenient, exact]
+        } else {
+            let mut picks = vec![lenient];
+            for reading in readings(path) {
+                picks.push(find(
+                    routes,
+                    host,
+                    || reading.segments.iter().map(String::as_str),
+                    reading.fold,
+                ));
+            }
+            picks
+        };
+    match strictest(routes, lenient, &picks) {
+        Ok(hit) => classify(routes, hit, path),
+        // Two readings lead to routes with different group requirements: no answer is safe.
+        Err(()) => (Route::BadPath, None),
+    }
+}
+
+/// Public or protected on the chosen route (`public_paths` only for plain paths).
+fn classify(routes: &[AppRoute], hit: Option<usize>, path: &str) -> (Route, Option<usize>) {
     let Some(i) = hit else {
         return (Route::NoRoute, None);
     };
@@ -179,12 +216,141 @@ pub fn target_form(raw: &[u8]) -> TargetForm {
     }
 }
 
-/// Whether the path's segments start with the prefix's, ignoring ASCII case.
-fn prefix_matches<'a>(prefix: &str, mut have: impl Iterator<Item = &'a str>) -> bool {
-    prefix
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .all(|w| have.next().is_some_and(|h| h.eq_ignore_ascii_case(w)))
+/// The first route for `host` whose prefix the segments start with.
+fn find<'a, I: Iterator<Item = &'a str>>(
+    routes: &[AppRoute],
+    host: Option<&str>,
+    segments: impl Fn() -> I,
+    fold: bool,
+) -> Option<usize> {
+    routes.iter().position(|r| {
+        let host_ok = r.hosts.is_empty()
+            || host.is_some_and(|h| r.hosts.iter().any(|x| x.eq_ignore_ascii_case(h)));
+        host_ok && prefix_matches(&r.path_prefix, segments(), fold)
+    })
+}
+
+/// Whether the path's segments start with the prefix's, ignoring ASCII case if `fold`.
+fn prefix_matches<'a>(prefix: &str, mut have: impl Iterator<Item = &'a str>, fold: bool) -> bool {
+    prefix.split('/').filter(|s| !s.is_empty()).all(|w| {
+        have.next().is_some_and(|h| {
+            if fold {
+                h.eq_ignore_ascii_case(w)
+            } else {
+                h == w
+            }
+        })
+    })
+}
+
+/// One way a server might read a path: its segments, and whether it ignores letter case.
+struct Reading {
+    segments: Vec<String>,
+    fold: bool,
+}
+
+/// Every combination of the liberties servers take with a path (percent-decoding none, once
+/// or until stable; `\` as `/`; `;params` dropped; trailing dots and spaces dropped; empty
+/// segments collapsed; letter case), limited to those the path gives occasion for.
+fn readings(path: &str) -> Vec<Reading> {
+    let has = |c: char| path.contains(c);
+    let decodes: &[u8] = if has('%') { &[0, 1, 4] } else { &[0] };
+    let flags = |on: bool| if on { vec![false, true] } else { vec![false] };
+    let mut out = Vec::new();
+    for &rounds in decodes {
+        for backslash in flags(has('\\')) {
+            let mut p = path.to_string();
+            for _ in 0..rounds {
+                if backslash {
+                    p = p.replace('\\', "/");
+                }
+                let next = percent_encoding::percent_decode_str(&p)
+                    .decode_utf8_lossy()
+                    .into_owned();
+                if next == p {
+                    break;
+                }
+                p = next;
+            }
+            if backslash {
+                p = p.replace('\\', "/");
+            }
+            for params in flags(p.contains(';')) {
+                for trim in flags(true) {
+                    for collapse in flags(p.contains("//") || params || trim) {
+                        let segments: Vec<String> = p
+                            .split('/')
+                            .skip(1)
+                            .map(|seg| {
+                                if params {
+                                    seg.split(';').next().unwrap_or("")
+                                } else {
+                                    seg
+                                }
+                            })
+                            .map(|seg| {
+                                if trim {
+                                    seg.trim_end_matches(['.', ' ', '\t'])
+                                } else {
+                                    seg
+                                }
+                            })
+                            .filter(|seg| !(collapse && seg.is_empty()))
+                            .map(str::to_string)
+                            .collect();
+                        for fold in [false, true] {
+                            out.push(Reading {
+                                segments: segments.clone(),
+                                fold,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn rank(a: &Access) -> u8 {
+    match a {
+        Access::Public => 0,
+        Access::Authenticated => 1,
+        Access::Groups { .. } => 2,
+    }
+}
+
+/// The route with the strictest access among those some reading selects; the lenient
+/// reading's when several are equally strict. `Err` when the strictest ones ask for
+/// different groups.
+fn strictest(
+    routes: &[AppRoute],
+    lenient: Option<usize>,
+    picks: &[Option<usize>],
+) -> Result<Option<usize>, ()> {
+    let Some(top) = picks
+        .iter()
+        .flatten()
+        .map(|&i| rank(&routes[i].access))
+        .max()
+    else {
+        return Ok(None);
+    };
+    let mut best: Vec<usize> = picks
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|&i| rank(&routes[i].access) == top)
+        .collect();
+    best.dedup();
+    let first = best[0];
+    if best
+        .iter()
+        .any(|&i| routes[i].access != routes[first].access)
+    {
+        return Err(());
+    }
+    Ok(Some(lenient.filter(|l| best.contains(l)).unwrap_or(first)))
 }
 
 /// A path that means the same to every server behind us, so only such paths can be public
@@ -292,6 +458,49 @@ mod tests {
         assert_eq!(host_name("[::1]:8443"), "[::1]");
         assert_eq!(select(&s.routes, Some("docs.test"), "/x").0, Route::Public);
         assert_eq!(name(Some("other.test"), "/x"), "default");
+    }
+
+    #[test]
+    fn a_loose_spelling_never_reaches_a_weaker_route_than_the_exact_path_would() {
+        let s = config(
+            "[[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"http://127.0.0.1:3\"\n\
+             [[routes]]\nname = \"assets\"\npath_prefix = \"/app/assets\"\nupstream = \"http://127.0.0.1:3\"\naccess = \"public\"\n\
+             [[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\nupstream = \"http://127.0.0.1:4\"\ngroups_any = [\"admins\"]\n\
+             [[routes]]\nname = \"help\"\npath_prefix = \"/admin/help\"\nupstream = \"http://127.0.0.1:4\"\n\
+             [[routes]]\nname = \"ops\"\npath_prefix = \"/admin/ops\"\nupstream = \"http://127.0.0.1:4\"\ngroups_any = [\"ops\"]\n",
+        );
+        let pick = |p: &str| {
+            let (r, i) = select(&s.routes, None, p);
+            (r, i.map(|i| s.routes[i].name.clone()).unwrap_or_default())
+        };
+        // The exact spelling still reaches the public route.
+        assert_eq!(
+            pick("/app/assets/logo.png"),
+            (Route::Public, "assets".into())
+        );
+        // Spellings that only a lenient server reads as the public route (found by the
+        // attack run): the stricter reading wins, so they need a login.
+        for p in [
+            "/app/ASSETS/reports",
+            "/app/Assets/reports",
+            "/app/assets%2Freports",
+            "/app/assets%252Freports",
+            "/app/%61ssets%2Freports",
+            "/app/assets./reports",
+            "/app/assets%20/reports",
+            "/app/assets..;x/reports",
+            "/app/assets\\reports",
+            "/app//assets/reports",
+            "/app/assets;x/reports",
+        ] {
+            assert_eq!(pick(p), (Route::Protected, "app".into()), "{p}");
+        }
+        // A nested route open to every user cannot be used to reach the admins' pages.
+        assert_eq!(pick("/admin/help/faq").1, "help");
+        assert_eq!(pick("/admin/help%2Fusers").1, "admin");
+        assert_eq!(pick("/admin/HELP/users").1, "admin");
+        // Two readings asking for different groups: refused rather than guessed.
+        assert_eq!(pick("/admin/ops%2Fx").0, Route::BadPath);
     }
 
     #[test]
