@@ -130,7 +130,14 @@ pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Op
             vec![lenient, exact]
         } else {
             let mut picks = vec![lenient];
-            for reading in readings(path) {
+            // Segments past the deepest prefix cannot change the match: a long hostile path
+            // costs a few passes over its bytes, not a copy of each segment per reading.
+            let depth = routes
+                .iter()
+                .map(|r| r.path_prefix.split('/').filter(|s| !s.is_empty()).count())
+                .max()
+                .unwrap_or(0);
+            for reading in readings(path, depth) {
                 picks.push(find(
                     routes,
                     host,
@@ -252,7 +259,7 @@ struct Reading {
 /// Every combination of the liberties servers take with a path (percent-decoding none, once
 /// or until stable; `\` as `/`; `;params` dropped; trailing dots and spaces dropped; empty
 /// segments collapsed; letter case), limited to those the path gives occasion for.
-fn readings(path: &str) -> Vec<Reading> {
+fn readings(path: &str, depth: usize) -> Vec<Reading> {
     let has = |c: char| path.contains(c);
     let decodes: &[u8] = if has('%') { &[0, 1, 4] } else { &[0] };
     let flags = |on: bool| if on { vec![false, true] } else { vec![false] };
@@ -296,6 +303,7 @@ fn readings(path: &str) -> Vec<Reading> {
                                 }
                             })
                             .filter(|seg| !(collapse && seg.is_empty()))
+                            .take(depth)
                             .map(str::to_string)
                             .collect();
                         for fold in [false, true] {
