@@ -21,6 +21,13 @@ fn curl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The response head curl prints for `args` (the body is discarded).
+fn curl_head(args: &[&str]) -> String {
+    let mut all = vec!["-D", "-", "-o", "/dev/null"];
+    all.extend_from_slice(args);
+    curl(&all)
+}
+
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
         let (n, v) = l.split_once(':')?;
@@ -39,14 +46,7 @@ fn https_offers_http2_sends_hsts_and_plain_http_is_redirected() {
         ..Default::default()
     });
     let base = format!("https://127.0.0.1:{}", h.gw_port);
-    let head = curl(&[
-        "--http2",
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
-        &format!("{base}/public/x"),
-    ]);
+    let head = curl_head(&["--http2", &format!("{base}/public/x")]);
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     assert_eq!(
         header(&head, "strict-transport-security"),
@@ -55,24 +55,13 @@ fn https_offers_http2_sends_hsts_and_plain_http_is_redirected() {
     );
     assert_eq!(h.backend.last().path_and_query, "/public/x");
     // HTTP/1.1 clients are still served.
-    let head = curl(&[
-        "--http1.1",
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
-        &format!("{base}/public/y"),
-    ]);
+    let head = curl_head(&["--http1.1", &format!("{base}/public/y")]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     // The gateway's own answers carry it too: the very first response a visitor gets is the
     // redirect to the IdP, and an error page may be the only one.
     for path in ["/reports", "/_saml/nope", "/_saml/metadata"] {
-        let head = curl(&[
+        let head = curl_head(&[
             "--http1.1",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
             "-H",
             "Accept: text/html",
             &format!("{base}{path}"),
@@ -230,12 +219,8 @@ fn h07_login_over_https_needs_only_the_samesite_none_state_cookie() {
     // The IdP's answer arrives as a cross-site POST: a browser sends only SameSite=None
     // cookies with it. Start two logins; the state cookie is all the first one keeps.
     let start = || {
-        let head = curl(&[
+        let head = curl_head(&[
             "--http1.1",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
             "-H",
             "Accept: text/html",
             &format!("{base}/reports?id=7"),
@@ -274,12 +259,8 @@ fn h07_login_over_https_needs_only_the_samesite_none_state_cookie() {
     };
     let (state, form) = start();
     let acs = format!("{base}/_saml/acs");
-    let head = curl(&[
+    let head = curl_head(&[
         "--http1.1",
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
         "-H",
         &format!("Cookie: {state}"),
         "--data",
@@ -299,16 +280,7 @@ fn h07_login_over_https_needs_only_the_samesite_none_state_cookie() {
 
     // Without the state cookie (another browser replaying the form) the same binding refuses it.
     let (_, form) = start();
-    let head = curl(&[
-        "--http1.1",
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
-        "--data",
-        &form,
-        &acs,
-    ]);
+    let head = curl_head(&["--http1.1", "--data", &form, &acs]);
     assert!(
         head.starts_with("HTTP/1.1 400") || head.starts_with("HTTP/1.1 403"),
         "{head}"
