@@ -68,6 +68,14 @@ fn route_mistakes_name_the_route_and_the_key() {
             "routes[0].headers.encoding",
         ),
         (
+            // Requests match on the host name alone: a port here would never match.
+            good.replace(
+                "hosts = [\"wiki.example.com\"]",
+                "hosts = [\"wiki.example.com:8443\"]",
+            ),
+            "routes[0].hosts",
+        ),
+        (
             good.replace(
                 "user = \"X-Remote-User\"",
                 "user = \"X-Forwarded-User\"\nstrip = []",

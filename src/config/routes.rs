@@ -369,17 +369,23 @@ pub fn route(raw: &RawRoute, i: usize, inp: &RouteInputs) -> Result<AppRoute, (S
     let mut hosts = Vec::new();
     for h in &raw.hosts {
         let h = h.trim().to_ascii_lowercase();
+        // Requests are matched on the host name alone (any port, no root dot), so a port
+        // here would make a route that never matches.
+        let bracketed = h.starts_with('[') && h.ends_with(']');
         if h.is_empty()
+            || (h.contains(':') && !bracketed)
             || !h
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
         {
             return Err(err(
                 "hosts",
-                format!("`{h}` is not a host name (with an optional :port)"),
+                format!(
+                    "`{h}` is not a host name (without a port: every port of a host is that host)"
+                ),
             ));
         }
-        hosts.push(h);
+        hosts.push(h.trim_end_matches('.').to_string());
     }
     let prefix = raw.path_prefix.clone().unwrap_or_else(|| "/".into());
     let prefix = if prefix == "/" {
@@ -438,9 +444,18 @@ pub fn route(raw: &RawRoute, i: usize, inp: &RouteInputs) -> Result<AppRoute, (S
                     "\"groups\" needs groups_any or groups_all".into(),
                 ));
             }
-            Access::Groups {
-                any_of: raw.groups_any.clone(),
-                all_of: raw.groups_all.clone(),
+            {
+                // Sorted, so that two routes asking for the same groups compare equal.
+                let sorted = |v: &[String]| {
+                    let mut v = v.to_vec();
+                    v.sort();
+                    v.dedup();
+                    v
+                };
+                Access::Groups {
+                    any_of: sorted(&raw.groups_any),
+                    all_of: sorted(&raw.groups_all),
+                }
             }
         }
         Some("public") if raw.groups_any.is_empty() && raw.groups_all.is_empty() => Access::Public,

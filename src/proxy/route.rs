@@ -21,8 +21,9 @@ pub enum Route {
     Protected,
     /// No route claims this host and path.
     NoRoute,
-    /// A dot segment (plain, percent-encoded or with `;` parameters) or a backslash: such a
-    /// path means different things to different servers, so it is refused.
+    /// A path that servers read in ways that matter: a segment of dots (in any spelling), a
+    /// control character, IIS's `%uXXXX`, a target that is not a path, or readings that lead
+    /// to routes asking for different groups. Refused.
     BadPath,
 }
 
@@ -90,8 +91,9 @@ pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Op
     } else {
         path.into()
     };
-    // NUL and other controls end or split a path in some stacks (C strings, Windows names).
-    if decoded.chars().any(char::is_control) {
+    // NUL and other controls end or split a path in some stacks (C strings, Windows names);
+    // IIS decodes `%u002e` as `.`.
+    if decoded.chars().any(char::is_control) || has_percent_u(path) || has_percent_u(&decoded) {
         return (Route::BadPath, None);
     }
     // Windows (IIS) and some frameworks drop trailing dots and spaces from a segment, so
@@ -185,13 +187,8 @@ fn host_name(host: &str) -> &str {
         // An IPv6 literal: the port, if any, follows the `]`.
         h.split_once(']').map_or(h, |(a, _)| &h[..a.len() + 1])
     } else {
-        h.rsplit_once(':').map_or(h, |(name, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                h
-            }
-        })
+        // Everything from the first `:` on, as nginx reads it: `admin.corp:x` is admin.corp.
+        h.split_once(':').map_or(h, |(name, _)| name)
     };
     h.strip_suffix('.').unwrap_or(h)
 }
@@ -223,6 +220,13 @@ pub fn target_form(raw: &[u8]) -> TargetForm {
     }
 }
 
+/// IIS's non-standard `%uXXXX` escape.
+fn has_percent_u(p: &str) -> bool {
+    p.as_bytes()
+        .windows(6)
+        .any(|w| w[0] == b'%' && (w[1] | 0x20) == b'u' && w[2..].iter().all(u8::is_ascii_hexdigit))
+}
+
 /// The first route for `host` whose prefix the segments start with.
 fn find<'a, I: Iterator<Item = &'a str>>(
     routes: &[AppRoute],
@@ -240,14 +244,37 @@ fn find<'a, I: Iterator<Item = &'a str>>(
 /// Whether the path's segments start with the prefix's, ignoring ASCII case if `fold`.
 fn prefix_matches<'a>(prefix: &str, mut have: impl Iterator<Item = &'a str>, fold: bool) -> bool {
     prefix.split('/').filter(|s| !s.is_empty()).all(|w| {
-        have.next().is_some_and(|h| {
-            if fold {
-                h.eq_ignore_ascii_case(w)
-            } else {
-                h == w
-            }
-        })
+        have.next()
+            .is_some_and(|h| if fold { eq_fold(h, w) } else { h == w })
     })
+}
+
+/// Equal without letter case, as Java's `equalsIgnoreCase` compares (Spring's
+/// case-insensitive matching): a character pair matches if equal, equal upper-cased or equal
+/// lower-cased, so `ı` (dotless i), `ſ` (long s) and the Kelvin sign meet `i`, `s` and `k`.
+fn eq_fold(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    let one = |c: char, f: fn(char) -> Option<char>| f(c).unwrap_or(c);
+    let up = |c: char| {
+        let mut u = c.to_uppercase();
+        match (u.next(), u.next()) {
+            (Some(x), None) => Some(x),
+            _ => None,
+        }
+    };
+    let low = |c: char| {
+        let mut l = c.to_lowercase();
+        match (l.next(), l.next()) {
+            (Some(x), None) => Some(x),
+            _ => None,
+        }
+    };
+    a.chars().count() == b.chars().count()
+        && a.chars()
+            .zip(b.chars())
+            .all(|(x, y)| x == y || one(x, up) == one(y, up) || one(x, low) == one(y, low))
 }
 
 /// One way a server might read a path: its segments, and whether it ignores letter case.
@@ -261,27 +288,40 @@ struct Reading {
 /// segments collapsed; letter case), limited to those the path gives occasion for.
 fn readings(path: &str, depth: usize) -> Vec<Reading> {
     let has = |c: char| path.contains(c);
-    let decodes: &[u8] = if has('%') { &[0, 1, 4] } else { &[0] };
+    // Rounds of percent-decoding, over the whole path (so `%2F` splits a segment) or within
+    // each segment (Go's ServeMux, Apache's `AllowEncodedSlashes NoDecode`: `%2F` stays in it).
+    let decodes: &[(u8, bool)] = if has('%') {
+        &[(0, false), (1, false), (4, false), (1, true), (4, true)]
+    } else {
+        &[(0, false)]
+    };
     let flags = |on: bool| if on { vec![false, true] } else { vec![false] };
-    let mut out = Vec::new();
-    for &rounds in decodes {
-        for backslash in flags(has('\\')) {
-            let mut p = path.to_string();
-            for _ in 0..rounds {
-                if backslash {
-                    p = p.replace('\\', "/");
-                }
-                let next = percent_encoding::percent_decode_str(&p)
-                    .decode_utf8_lossy()
-                    .into_owned();
-                if next == p {
-                    break;
-                }
-                p = next;
-            }
+    let decode = |mut p: String, rounds: u8, backslash: bool| {
+        for _ in 0..rounds {
             if backslash {
                 p = p.replace('\\', "/");
             }
+            let next = percent_encoding::percent_decode_str(&p)
+                .decode_utf8_lossy()
+                .into_owned();
+            if next == p {
+                break;
+            }
+            p = next;
+        }
+        if backslash {
+            p = p.replace('\\', "/");
+        }
+        p
+    };
+    let mut out = Vec::new();
+    for &(rounds, per_segment) in decodes {
+        for backslash in flags(has('\\')) {
+            let p = if per_segment {
+                decode(path.to_string(), 0, backslash)
+            } else {
+                decode(path.to_string(), rounds, backslash)
+            };
             for params in flags(p.contains(';')) {
                 for trim in flags(true) {
                     for collapse in flags(p.contains("//") || params || trim) {
@@ -296,15 +336,21 @@ fn readings(path: &str, depth: usize) -> Vec<Reading> {
                                 }
                             })
                             .map(|seg| {
+                                if per_segment {
+                                    decode(seg.to_string(), rounds, false)
+                                } else {
+                                    seg.to_string()
+                                }
+                            })
+                            .map(|seg| {
                                 if trim {
-                                    seg.trim_end_matches(['.', ' ', '\t'])
+                                    seg.trim_end_matches(['.', ' ', '\t']).to_string()
                                 } else {
                                     seg
                                 }
                             })
                             .filter(|seg| !(collapse && seg.is_empty()))
                             .take(depth)
-                            .map(str::to_string)
                             .collect();
                         for fold in [false, true] {
                             out.push(Reading {
@@ -328,8 +374,8 @@ fn rank(a: &Access) -> u8 {
     }
 }
 
-/// The route with the strictest access among those some reading selects; the lenient
-/// reading's when several are equally strict. `Err` when the strictest ones ask for
+/// The route with the strictest access among those some reading selects; when several are
+/// equally strict, the one for the path as sent. `Err` when the strictest ones ask for
 /// different groups.
 fn strictest(
     routes: &[AppRoute],
@@ -358,7 +404,15 @@ fn strictest(
     {
         return Err(());
     }
-    Ok(Some(lenient.filter(|l| best.contains(l)).unwrap_or(first)))
+    // Among equals, the route of the path as sent (picks[1]), which a strict upstream serves;
+    // then the lenient reading's.
+    let as_sent = picks.get(1).copied().flatten();
+    Ok(Some(
+        as_sent
+            .filter(|a| best.contains(a))
+            .or(lenient.filter(|l| best.contains(l)))
+            .unwrap_or(first),
+    ))
 }
 
 /// A path that means the same to every server behind us, so only such paths can be public
@@ -509,6 +563,44 @@ mod tests {
         assert_eq!(pick("/admin/HELP/users").1, "admin");
         // Two readings asking for different groups: refused rather than guessed.
         assert_eq!(pick("/admin/ops%2Fx").0, Route::BadPath);
+    }
+
+    #[test]
+    fn readings_found_by_review_meet_the_strict_route() {
+        let s = config(
+            "[upstream]\nurl = \"http://127.0.0.1:2\"\n\
+             [[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"http://127.0.0.1:2\"\ngroups_any = [\"staff\", \"eng\"]\n\
+             [[routes]]\nname = \"x\"\npath_prefix = \"/app/x\"\nupstream = \"http://127.0.0.1:2\"\naccess = \"public\"\n\
+             [[routes]]\nname = \"same\"\npath_prefix = \"/app/same\"\nupstream = \"http://127.0.0.1:2\"\ngroups_any = [\"eng\", \"staff\"]\n\
+             [[routes]]\nname = \"admin\"\nhosts = [\"admin.corp\"]\nupstream = \"http://127.0.0.1:3\"\ngroups_any = [\"admins\"]\n\
+             [[routes]]\nname = \"assets\"\npath_prefix = \"/assets\"\nupstream = \"http://127.0.0.1:3\"\naccess = \"public\"\n\
+             [[routes]]\nname = \"secure\"\npath_prefix = \"/secure\"\nupstream = \"http://127.0.0.1:3\"\ngroups_any = [\"admins\"]\n\
+             [[routes]]\nname = \"intranet\"\npath_prefix = \"/intranet\"\nupstream = \"http://127.0.0.1:3\"\ngroups_any = [\"admins\"]\n\
+             [[routes]]\nname = \"kiosk\"\npath_prefix = \"/kiosk\"\nupstream = \"http://127.0.0.1:3\"\ngroups_any = [\"admins\"]\n",
+        );
+        let pick = |host: Option<&str>, p: &str| {
+            let (r, i) = select(&s.routes, host, p);
+            (r, i.map(|i| s.routes[i].name.clone()).unwrap_or_default())
+        };
+        // Decoded within segments, `%2F` kept (Go, Apache NoDecode): `/app` with `x/y`.
+        assert_eq!(pick(None, "/%61pp/x%2Fy").1, "app");
+        // IIS's %u escapes.
+        assert_eq!(pick(None, "/assets/%u002e%u002e/secret").0, Route::BadPath);
+        assert_eq!(
+            pick(None, "/assets/%25u002e%25u002e/secret").0,
+            Route::BadPath
+        );
+        // Java's equalsIgnoreCase: dotless i, long s, Kelvin sign.
+        assert_eq!(pick(None, "/%C5%BFecure/x").1, "secure");
+        assert_eq!(pick(None, "/%C4%B1ntranet/x").1, "intranet");
+        assert_eq!(pick(None, "/%E2%84%AAiosk").1, "kiosk");
+        // Equally strict routes: the path as sent decides.
+        assert_eq!(pick(None, "/app/%C5%BFame/x").1, "app");
+        // Same groups in another order: one policy, not a disagreement.
+        assert_eq!(pick(None, "/app/SAME/x").0, Route::Protected);
+        // A Host with a junk port is still that host (nginx cuts at the first `:`).
+        assert_eq!(pick(Some("admin.corp:x"), "/").1, "admin");
+        assert_eq!(pick(Some("admin.corp:1:2"), "/").1, "admin");
     }
 
     #[test]

@@ -539,6 +539,24 @@ token_file = "admin.token"
         }
     }
 
+    /// Wait until the gateway's log, from byte `from` on, contains `needle`; that part of it.
+    /// For a second reload whose message an earlier one already wrote.
+    pub fn wait_for_log_after(&self, from: usize, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.gateway_log();
+            let new = log.get(from..).unwrap_or("");
+            if new.contains(needle) {
+                return new.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never logged {needle:?} after byte {from}; its log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The gateway's log so far (for asserting that details reach the log).
     pub fn gateway_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
