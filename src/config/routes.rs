@@ -444,18 +444,9 @@ pub fn route(raw: &RawRoute, i: usize, inp: &RouteInputs) -> Result<AppRoute, (S
                     "\"groups\" needs groups_any or groups_all".into(),
                 ));
             }
-            {
-                // Sorted, so that two routes asking for the same groups compare equal.
-                let sorted = |v: &[String]| {
-                    let mut v = v.to_vec();
-                    v.sort();
-                    v.dedup();
-                    v
-                };
-                Access::Groups {
-                    any_of: sorted(&raw.groups_any),
-                    all_of: sorted(&raw.groups_all),
-                }
+            Access::Groups {
+                any_of: raw.groups_any.clone(),
+                all_of: raw.groups_all.clone(),
             }
         }
         Some("public") if raw.groups_any.is_empty() && raw.groups_all.is_empty() => Access::Public,

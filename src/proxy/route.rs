@@ -366,6 +366,26 @@ fn readings(path: &str, depth: usize) -> Vec<Reading> {
     out
 }
 
+/// The same policy, whatever order the groups are listed in.
+fn same_access(a: &Access, b: &Access) -> bool {
+    fn set(v: &[String]) -> std::collections::BTreeSet<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    match (a, b) {
+        (
+            Access::Groups {
+                any_of: a1,
+                all_of: a2,
+            },
+            Access::Groups {
+                any_of: b1,
+                all_of: b2,
+            },
+        ) => set(a1) == set(b1) && set(a2) == set(b2),
+        _ => a == b,
+    }
+}
+
 fn rank(a: &Access) -> u8 {
     match a {
         Access::Public => 0,
@@ -400,7 +420,7 @@ fn strictest(
     let first = best[0];
     if best
         .iter()
-        .any(|&i| routes[i].access != routes[first].access)
+        .any(|&i| !same_access(&routes[i].access, &routes[first].access))
     {
         return Err(());
     }
