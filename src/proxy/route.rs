@@ -73,6 +73,11 @@ pub fn sp_endpoint(path: &str, server: &ServerConfig) -> Option<Route> {
 /// Readings that disagree on which groups are needed are refused, as is any path that a
 /// server could resolve upwards (`/public/..;/admin`, `/a/%2e%2e/b`).
 pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Option<usize>) {
+    // Matching under every reading costs time linear in the path; nginx refuses request
+    // lines past 8 KiB by default, and no application path needs more.
+    if path.len() > MAX_PATH {
+        return (Route::BadPath, None);
+    }
     // Decoded until nothing changes (a few rounds at most): `%61dmin` is `admin` to the
     // server behind us, and `%2561dmin` is `admin` to one that decodes twice. Most paths have
     // nothing to decode and are matched in place, without allocating.
@@ -93,13 +98,24 @@ pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Op
     };
     // NUL and other controls end or split a path in some stacks (C strings, Windows names);
     // IIS decodes `%u002e` as `.`.
-    if decoded.chars().any(char::is_control) || has_percent_u(path) || has_percent_u(&decoded) {
+    if decoded.chars().any(char::is_control)
+        || has_percent_u(path)
+        || has_percent_u(&decoded)
+        || (path.contains('%') && has_escape(&decoded))
+    {
         return (Route::BadPath, None);
     }
     // Windows (IIS) and some frameworks drop trailing dots and spaces from a segment, so
     // `/admin.` and `/admin%20` are `/admin` there; a segment of nothing else (`.`, `..`,
     // `...`, `. .`) may climb a directory.
-    let loose = |c: char| c == '.' || c == ' ' || c == '\t';
+    // Also the fullwidth dot (.NET and IIS normalise it), no-break and ideographic spaces
+    // (`Trim()`), and U+FFFD, what an overlong UTF-8 dot (`%C0%AE`) decodes to here.
+    let loose = |c: char| {
+        matches!(
+            c,
+            '.' | ' ' | '\t' | '\u{FF0E}' | '\u{A0}' | '\u{3000}' | '\u{FFFD}'
+        )
+    };
     let raw_segments = || {
         decoded
             .split('/')
@@ -126,10 +142,25 @@ pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Op
                 || path.split('/').filter(|s| !s.is_empty()),
                 false,
             );
-            if exact == lenient {
+            // Rails (`/admin(.:format)`) and older Spring MVC serve `/admin.json` as `/admin`.
+            let suffixless = if path.contains('.') {
+                find(
+                    routes,
+                    host,
+                    || {
+                        path.split('/')
+                            .filter(|s| !s.is_empty())
+                            .map(|s| s.split('.').next().unwrap_or(s))
+                    },
+                    true,
+                )
+            } else {
+                lenient
+            };
+            if exact == lenient && suffixless == lenient {
                 return classify(routes, lenient, path);
             }
-            vec![lenient, exact]
+            vec![lenient, exact, suffixless]
         } else {
             let mut picks = vec![lenient];
             // Segments past the deepest prefix cannot change the match: a long hostile path
@@ -220,6 +251,17 @@ pub fn target_form(raw: &[u8]) -> TargetForm {
     }
 }
 
+/// The longest path accepted (bytes, as sent).
+pub const MAX_PATH: usize = 8192;
+
+/// A `%XX` escape: left after four rounds of decoding, the path was encoded five times over,
+/// which nothing but an attack does.
+fn has_escape(p: &str) -> bool {
+    p.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
 /// IIS's non-standard `%uXXXX` escape.
 fn has_percent_u(p: &str) -> bool {
     p.as_bytes()
@@ -264,13 +306,9 @@ fn eq_fold(a: &str, b: &str) -> bool {
             _ => None,
         }
     };
-    let low = |c: char| {
-        let mut l = c.to_lowercase();
-        match (l.next(), l.next()) {
-            (Some(x), None) => Some(x),
-            _ => None,
-        }
-    };
+    // The first character of the full lower-case mapping is Java's simple one: `İ` (U+0130)
+    // lower-cases to `i` plus a combining dot, and Java's `toLowerCase('İ')` is `i`.
+    let low = |c: char| c.to_lowercase().next();
     a.chars().count() == b.chars().count()
         && a.chars()
             .zip(b.chars())
@@ -323,7 +361,10 @@ fn readings(path: &str, depth: usize) -> Vec<Reading> {
                 decode(path.to_string(), rounds, backslash)
             };
             for params in flags(p.contains(';')) {
-                for trim in flags(true) {
+                for (trim, suffix) in [(false, false), (true, false), (true, true)]
+                    .into_iter()
+                    .filter(|&(_, suffix)| !suffix || p.contains('.'))
+                {
                     for collapse in flags(p.contains("//") || params || trim) {
                         let segments: Vec<String> = p
                             .split('/')
@@ -345,6 +386,13 @@ fn readings(path: &str, depth: usize) -> Vec<Reading> {
                             .map(|seg| {
                                 if trim {
                                     seg.trim_end_matches(['.', ' ', '\t']).to_string()
+                                } else {
+                                    seg
+                                }
+                            })
+                            .map(|seg| {
+                                if suffix {
+                                    seg.split('.').next().unwrap_or("").to_string()
                                 } else {
                                     seg
                                 }
@@ -618,6 +666,33 @@ mod tests {
         assert_eq!(pick(None, "/app/%C5%BFame/x").1, "app");
         // Same groups in another order: one policy, not a disagreement.
         assert_eq!(pick(None, "/app/SAME/x").0, Route::Protected);
+        // Java lower-cases `İ` to `i`; Rails and older Spring serve `/secure.json` as `/secure`.
+        assert_eq!(pick(None, "/%C4%B0ntranet/x").1, "intranet");
+        assert_eq!(pick(None, "/secure.json").1, "secure");
+        assert_eq!(pick(None, "/%73ecure.html").1, "secure");
+        // Dots in other clothes, five layers of encoding, a path longer than any app needs.
+        for p in [
+            "/assets/%EF%BC%8E%EF%BC%8E/secure",
+            "/assets/%C0%AE%C0%AE/secure",
+            "/assets/%25252525252e%25252525252e/secure",
+            "/assets/..%C2%A0/secure",
+            "/assets/..%E3%80%80/secure",
+        ] {
+            assert_eq!(pick(None, p).0, Route::BadPath, "{p}");
+        }
+        let long = format!("/assets/{}", "a".repeat(MAX_PATH));
+        assert_eq!(pick(None, &long).0, Route::BadPath);
+        // Still bounded where it is allowed: the worst shape the attack run found.
+        let worst = format!("/{}{}", "\u{e9}".repeat(2000), ";x\\y//%25".repeat(300));
+        assert!(worst.len() <= MAX_PATH);
+        let t = std::time::Instant::now();
+        // No panic; the time is printed for a person, not asserted (shared machines).
+        let _ = select(&s.routes, None, &worst);
+        eprintln!(
+            "worst allowed path ({} bytes): {:?}",
+            worst.len(),
+            t.elapsed()
+        );
         // A Host with a junk port is still that host (nginx cuts at the first `:`).
         assert_eq!(pick(Some("admin.corp:x"), "/").1, "admin");
         assert_eq!(pick(Some("admin.corp:1:2"), "/").1, "admin");
