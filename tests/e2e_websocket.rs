@@ -31,14 +31,9 @@ fn start_ws_backend() -> WsBackend {
             let Ok(mut s) = s else { continue };
             let rec = rec.clone();
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut b).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(b[0]);
-                }
+                let Some(head) = common::http::read_head(&mut s) else {
+                    return;
+                };
                 let head = String::from_utf8_lossy(&head).into_owned();
                 let key = head
                     .lines()

@@ -143,6 +143,20 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Read one request head (through the blank line) byte by byte, so nothing after it is
+/// consumed; `None` if the peer closes first.
+pub fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(b[0]);
+    }
+    Some(head)
+}
+
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
 }
