@@ -50,7 +50,6 @@ pub struct UpstreamError {
     pub file: String,
     /// Where the file names it: `[upstream] url`, or the route's `upstream`.
     pub place: String,
-    pub route: String,
     pub address: String,
     pub reason: String,
 }
@@ -70,7 +69,6 @@ impl Live {
                 } else {
                     format!("route `{}`, key `upstream`", r.name)
                 },
-                route: r.name.clone(),
                 address: up.address.clone(),
                 reason,
             };

@@ -82,17 +82,7 @@ pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Op
     // server behind us, and `%2561dmin` is `admin` to one that decodes twice. Most paths have
     // nothing to decode and are matched in place, without allocating.
     let decoded: std::borrow::Cow<str> = if path.bytes().any(|b| b == b'%' || b == b'\\') {
-        let mut d = path.replace('\\', "/");
-        for _ in 0..4 {
-            let next = percent_encoding::percent_decode_str(&d)
-                .decode_utf8_lossy()
-                .replace('\\', "/");
-            if next == d {
-                break;
-            }
-            d = next;
-        }
-        d.into()
+        decode_rounds(path, 4, true).into()
     } else {
         path.into()
     };
@@ -170,13 +160,15 @@ pub fn select(routes: &[AppRoute], host: Option<&str>, path: &str) -> (Route, Op
                 .map(|r| r.path_prefix.split('/').filter(|s| !s.is_empty()).count())
                 .max()
                 .unwrap_or(0);
-            for reading in readings(path, depth) {
-                picks.push(find(
-                    routes,
-                    host,
-                    || reading.segments.iter().map(String::as_str),
-                    reading.fold,
-                ));
+            for segments in readings(path, depth) {
+                for fold in [false, true] {
+                    picks.push(find(
+                        routes,
+                        host,
+                        || segments.iter().map(String::as_str),
+                        fold,
+                    ));
+                }
             }
             picks
         };
@@ -315,16 +307,29 @@ fn eq_fold(a: &str, b: &str) -> bool {
             .all(|(x, y)| x == y || one(x, up) == one(y, up) || one(x, low) == one(y, low))
 }
 
-/// One way a server might read a path: its segments, and whether it ignores letter case.
-struct Reading {
-    segments: Vec<String>,
-    fold: bool,
+/// `p` percent-decoded up to `rounds` times (fewer once nothing changes), with `\\` read as
+/// `/` before and after each round if `backslash`.
+fn decode_rounds(p: &str, rounds: u8, backslash: bool) -> String {
+    let slash = |p: String| if backslash { p.replace('\\', "/") } else { p };
+    let mut p = slash(p.to_string());
+    for _ in 0..rounds {
+        let next = slash(
+            percent_encoding::percent_decode_str(&p)
+                .decode_utf8_lossy()
+                .into_owned(),
+        );
+        if next == p {
+            break;
+        }
+        p = next;
+    }
+    p
 }
 
 /// Every combination of the liberties servers take with a path (percent-decoding none, once
 /// or until stable; `\` as `/`; `;params` dropped; trailing dots and spaces dropped; empty
 /// segments collapsed; letter case), limited to those the path gives occasion for.
-fn readings(path: &str, depth: usize) -> Vec<Reading> {
+fn readings(path: &str, depth: usize) -> Vec<Vec<String>> {
     let has = |c: char| path.contains(c);
     // Rounds of percent-decoding, over the whole path (so `%2F` splits a segment) or within
     // each segment (Go's ServeMux, Apache's `AllowEncodedSlashes NoDecode`: `%2F` stays in it).
@@ -334,32 +339,10 @@ fn readings(path: &str, depth: usize) -> Vec<Reading> {
         &[(0, false)]
     };
     let flags = |on: bool| if on { vec![false, true] } else { vec![false] };
-    let decode = |mut p: String, rounds: u8, backslash: bool| {
-        for _ in 0..rounds {
-            if backslash {
-                p = p.replace('\\', "/");
-            }
-            let next = percent_encoding::percent_decode_str(&p)
-                .decode_utf8_lossy()
-                .into_owned();
-            if next == p {
-                break;
-            }
-            p = next;
-        }
-        if backslash {
-            p = p.replace('\\', "/");
-        }
-        p
-    };
     let mut out = Vec::new();
     for &(rounds, per_segment) in decodes {
         for backslash in flags(has('\\')) {
-            let p = if per_segment {
-                decode(path.to_string(), 0, backslash)
-            } else {
-                decode(path.to_string(), rounds, backslash)
-            };
+            let p = decode_rounds(path, if per_segment { 0 } else { rounds }, backslash);
             for params in flags(p.contains(';')) {
                 for (trim, suffix) in [(false, false), (true, false), (true, true)]
                     .into_iter()
@@ -378,7 +361,7 @@ fn readings(path: &str, depth: usize) -> Vec<Reading> {
                             })
                             .map(|seg| {
                                 if per_segment {
-                                    decode(seg.to_string(), rounds, false)
+                                    decode_rounds(seg, rounds, false)
                                 } else {
                                     seg.to_string()
                                 }
@@ -400,12 +383,7 @@ fn readings(path: &str, depth: usize) -> Vec<Reading> {
                             .filter(|seg| !(collapse && seg.is_empty()))
                             .take(depth)
                             .collect();
-                        for fold in [false, true] {
-                            out.push(Reading {
-                                segments: segments.clone(),
-                                fold,
-                            });
-                        }
+                        out.push(segments);
                     }
                 }
             }
@@ -458,13 +436,12 @@ fn strictest(
     else {
         return Ok(None);
     };
-    let mut best: Vec<usize> = picks
+    let best: Vec<usize> = picks
         .iter()
         .flatten()
         .copied()
         .filter(|&i| rank(&routes[i].access) == top)
         .collect();
-    best.dedup();
     let first = best[0];
     if best
         .iter()
